@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -59,6 +60,9 @@ def load_backbone(name: str = "minilm", *, num_labels: int = 2, seed: int = 0):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, \
         BertForSequenceClassification
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the per-tensor "Loading weights" bar says nothing to a learner
     path = backbone_path(name)
     tokenizer = AutoTokenizer.from_pretrained(path)
     torch.manual_seed(seed)
@@ -118,7 +122,9 @@ def make_model(method: str = "prompt_tuning", *, num_labels: int = 2, backbone: 
         raise PetError(f"unknown PET method {method!r}; use one of {', '.join(METHODS)}")
     model, tokenizer = load_backbone(backbone, num_labels=num_labels, seed=seed)
     torch.manual_seed(seed)
-    model = METHODS[method](model, tokenizer, backbone_path(backbone), **options)
+    with warnings.catch_warnings():  # peft calls a transformers method that transformers 5 marks deprecated
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        model = METHODS[method](model, tokenizer, backbone_path(backbone), **options)
     heads = head_names(model)
     if not heads or not all(dict(model.named_parameters())[n].requires_grad for n in heads):
         # peft 0.15-0.16 silently froze the classifier head for SEQ_CLS prompt tuning

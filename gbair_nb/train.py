@@ -1,0 +1,328 @@
+"""Train a PET model with saved checkpoints, and evaluate it.
+
+:func:`train` is seeded and repeatable: the same data, config and seed on the same machine give the same run record
+and the same checkpoints. It saves ``n_checkpoints`` snapshots of the *trainable* tensors only (a few kB each for
+prompt tuning), each with the learning rates in force when it was saved — exactly what TracIn needs. Each checkpoint
+also carries a fingerprint of the training texts and labels, so influence is never computed against other data.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, classification_report, f1_score
+from tqdm.auto import tqdm
+
+from .config import device as default_device
+from .config import quick_mode, set_seed
+from .data import TextDataset
+from .pet import batches, head_names, load_trainable_state, make_model, trainable_names, trainable_state
+
+__all__ = ["TrainConfig", "Checkpoint", "Run", "Metrics", "train", "evaluate", "predict_proba", "load_run",
+           "FingerprintError"]
+
+
+class FingerprintError(ValueError):
+    """A checkpoint was asked to serve data it was not trained on."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train. The defaults are the good choice for a class on a laptop (full mode).
+
+    ``lr`` is the rate of the PET parameters (soft prompt, adapters), ``lr_head`` the classifier head's.
+    The schedule warms up over ``warmup`` of the steps, then decays linearly to ``final_lr_ratio`` × peak
+    (not to zero: the last checkpoint must keep a weight in TracIn).
+    """
+
+    method: str = "prompt_tuning"
+    backbone: str = "minilm"
+    epochs: int = 4
+    batch_size: int = 16
+    lr: float = 3e-2
+    lr_head: float = 1e-2
+    weight_decay: float = 0.0
+    warmup: float = 0.06
+    final_lr_ratio: float = 0.1
+    max_length: int = 64
+    n_checkpoints: int = 0  # 0 = one per epoch
+    seed: int = 0
+    method_options: dict = field(default_factory=lambda: {"num_virtual_tokens": 20})
+
+    @classmethod
+    def quick(cls, **overrides) -> "TrainConfig":
+        """Smaller settings for quick mode (CI, a first look): fewer epochs, shorter inputs."""
+        base = dict(epochs=3, max_length=40, lr=5e-2, lr_head=2e-2)
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def default(cls, **overrides) -> "TrainConfig":
+        """Full or quick defaults, whichever mode is on."""
+        return cls.quick(**overrides) if quick_mode() else cls(**overrides)
+
+
+@dataclass
+class Checkpoint:
+    """A saved snapshot of the trainable tensors and the learning rates in force when it was saved."""
+
+    path: Path | None
+    lr: float
+    lrs: dict[str, float]
+    epoch: int
+    step: int
+    state: Any = None  # OrderedDict name -> tensor (loaded lazily from path when None)
+    fingerprint: str = ""
+
+    def load_state(self):
+        if self.state is None:
+            blob = torch.load(self.path, map_location="cpu", weights_only=True)
+            self.state = blob["state"]
+        return self.state
+
+
+@dataclass
+class Metrics:
+    """Evaluation of a model on a labelled dataset."""
+
+    accuracy: float
+    macro_f1: float
+    report: pd.DataFrame
+    probs: np.ndarray
+    preds: np.ndarray
+
+    def as_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1}
+
+
+@dataclass
+class Run:
+    """A trained model with its checkpoints and run record."""
+
+    model: Any
+    tokenizer: Any
+    config: TrainConfig
+    checkpoints: list[Checkpoint]
+    record: dict
+    out_dir: Path | None = None
+    class_names: list[str] = field(default_factory=list)
+
+    def load_checkpoint(self, i: int = -1) -> Checkpoint:
+        """Load checkpoint ``i``'s trainable tensors into ``self.model`` (default: the last)."""
+        ckpt = self.checkpoints[i]
+        load_trainable_state(self.model, ckpt.load_state())
+        return ckpt
+
+    def check_data(self, ds: TextDataset) -> None:
+        """Raise :class:`FingerprintError` unless ``ds`` is exactly the data this run was trained on."""
+        want = self.record["data"]["fingerprint"]
+        if ds.fingerprint() != want:
+            raise FingerprintError(
+                f"these checkpoints were trained on data with fingerprint {want}, but the data given has "
+                f"{ds.fingerprint()} (other texts or labels); retrain on this data or pass the training set "
+                "with the labels it was trained on")
+
+    def predict_proba(self, texts, *, batch_size: int = 64) -> np.ndarray:
+        return predict_proba(self.model, self.tokenizer, texts, batch_size=batch_size,
+                             max_length=self.config.max_length)
+
+
+def _param_groups(model, config: TrainConfig) -> list[dict]:
+    heads = set(head_names(model))
+    params = dict(model.named_parameters())
+    groups = [
+        {"name": "pet", "params": [params[n] for n in trainable_names(model) if n not in heads], "lr": config.lr,
+         "names": [n for n in trainable_names(model) if n not in heads]},
+        {"name": "head", "params": [params[n] for n in trainable_names(model) if n in heads], "lr": config.lr_head,
+         "names": [n for n in trainable_names(model) if n in heads]},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def _schedule(total: int, warmup: float, final: float):
+    n_warm = max(1, int(round(warmup * total)))
+
+    def factor(step: int) -> float:  # step = number of optimizer steps taken so far
+        if step < n_warm:
+            return (step + 1) / n_warm
+        progress = (step - n_warm) / max(1, total - n_warm)
+        return 1.0 - (1.0 - final) * min(1.0, progress)
+
+    return factor
+
+
+def _checkpoint_steps(steps_per_epoch: int, epochs: int, n_checkpoints: int) -> list[int]:
+    total = steps_per_epoch * epochs
+    if n_checkpoints <= 0:
+        return [steps_per_epoch * (e + 1) for e in range(epochs)]
+    return sorted({int(math.ceil(total * (i + 1) / n_checkpoints)) for i in range(n_checkpoints)})
+
+
+def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: TrainConfig | None = None,
+          out_dir: str | Path | None = None, model=None, tokenizer=None, verbose: bool = True) -> Run:
+    """Train a PET model on ``train_ds`` (with whatever labels it carries) and save checkpoints.
+
+    Args:
+        train_ds: the training set; its labels are the ones learned (pass ``ds.with_labels(noisy)`` for noise).
+        val: evaluated after every epoch (accuracy and macro-F1 go into the run record).
+        config: a :class:`TrainConfig`; default ``TrainConfig.default()`` (quick or full mode).
+        out_dir: where to write ``run.json``, ``timing.json`` and ``checkpoints/ckpt_*.pt``; None keeps them
+            in memory.
+        model, tokenizer: continue from this model (warm start) instead of building a new one.
+
+    Returns:
+        a :class:`Run`; ``run.model`` holds the final weights.
+    """
+    config = config or TrainConfig.default()
+    set_seed(config.seed)
+    dev = default_device()
+    if model is None:
+        model, tokenizer = make_model(config.method, num_labels=train_ds.num_classes, backbone=config.backbone,
+                                      seed=config.seed, **config.method_options)
+    model.to(dev)
+    groups = _param_groups(model, config)
+    opt = torch.optim.AdamW([{"params": g["params"], "lr": g["lr"]} for g in groups],
+                            weight_decay=config.weight_decay)
+    n = len(train_ds)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    factor = _schedule(total, config.warmup, config.final_lr_ratio)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    save_at = _checkpoint_steps(steps_per_epoch, config.epochs, config.n_checkpoints)
+    fingerprint = train_ds.fingerprint()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    gen = torch.Generator().manual_seed(config.seed)
+    record: dict = {
+        "config": asdict(config),
+        "data": {"name": train_ds.name, "n": n, "fingerprint": fingerprint, "class_names": train_ds.class_names,
+                 "class_counts": train_ds.class_counts().tolist()},
+        "trainable_params": int(sum(p.numel() for g in groups for p in g["params"])),
+        "epochs": [],
+        "checkpoints": [],
+    }
+    timing = {"epoch_seconds": []}
+    checkpoints: list[Checkpoint] = []
+    step = 0
+    bar = tqdm(total=total, desc="training", disable=not verbose, leave=False)
+    for epoch in range(config.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=gen).numpy()
+        texts = [train_ds.texts[i] for i in order]
+        labels = train_ds.labels[order]
+        losses = []
+        for batch in batches(tokenizer, texts, labels, batch_size=config.batch_size,
+                             max_length=config.max_length, device=dev):
+            loss = model(**batch).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.3f}")
+            if step in save_at:
+                # the rates in force for the step just taken (TracIn weights the gradient at θ_c by η_c)
+                lrs = {name: float(factor(step - 1) * g["lr"]) for g in groups for name in g["names"]}
+                ckpt = Checkpoint(path=None, lr=float(factor(step - 1) * config.lr), lrs=lrs, epoch=epoch + 1,
+                                  step=step, state=trainable_state(model), fingerprint=fingerprint)
+                if out is not None:
+                    ckpt.path = out / "checkpoints" / f"ckpt_{len(checkpoints):02d}.pt"
+                    torch.save({"state": ckpt.state, "lr": ckpt.lr, "lrs": ckpt.lrs, "epoch": ckpt.epoch,
+                                "step": ckpt.step, "fingerprint": fingerprint}, ckpt.path)
+                checkpoints.append(ckpt)
+                record["checkpoints"].append({"file": ckpt.path.name if ckpt.path else None, "lr": ckpt.lr,
+                                              "epoch": ckpt.epoch, "step": ckpt.step})
+        model.eval()
+        entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
+        if val is not None:
+            m = evaluate_model(model, tokenizer, val, batch_size=64, max_length=config.max_length)
+            entry.update(val_accuracy=m.accuracy, val_macro_f1=m.macro_f1)
+        record["epochs"].append(entry)
+        timing["epoch_seconds"].append(time.perf_counter() - t0)
+        if verbose and val is not None:
+            bar.write(f"epoch {epoch + 1}: loss {entry['train_loss']:.3f}  val acc {entry['val_accuracy']:.3f}  "
+                      f"val macro-F1 {entry['val_macro_f1']:.3f}")
+    bar.close()
+    model.eval()
+    run = Run(model, tokenizer, config, checkpoints, record, out, list(train_ds.class_names))
+    if out is not None:
+        (out / "run.json").write_text(json.dumps(record, indent=2))
+        (out / "timing.json").write_text(json.dumps(timing, indent=2))
+    run.timing = timing  # wall-clock seconds are kept apart from the (repeatable) record
+    return run
+
+
+@torch.no_grad()
+def predict_proba(model, tokenizer, texts, *, batch_size: int = 64, max_length: int = 64) -> np.ndarray:
+    """(n, num_classes) predicted class probabilities, in the order of ``texts``."""
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for batch in batches(tokenizer, texts, batch_size=batch_size, max_length=max_length, device=dev):
+        out.append(torch.softmax(model(**batch).logits.float(), dim=-1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0))
+
+
+def _metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> Metrics:
+    preds = probs.argmax(axis=1)
+    ids = list(range(len(class_names)))
+    report = classification_report(labels, preds, labels=ids, target_names=class_names, output_dict=True,
+                                   zero_division=0)
+    return Metrics(
+        accuracy=float(accuracy_score(labels, preds)),
+        macro_f1=float(f1_score(labels, preds, labels=ids, average="macro", zero_division=0)),
+        report=pd.DataFrame(report).T,
+        probs=probs,
+        preds=preds,
+    )
+
+
+def evaluate_model(model, tokenizer, ds: TextDataset, *, batch_size: int = 64, max_length: int = 64) -> Metrics:
+    """Accuracy, macro-F1, per-class report and probabilities of ``model`` on ``ds``."""
+    probs = predict_proba(model, tokenizer, ds.texts, batch_size=batch_size, max_length=max_length)
+    return _metrics(ds.labels, probs, ds.class_names)
+
+
+def evaluate(run: Run, ds: TextDataset, *, batch_size: int = 64) -> Metrics:
+    """Evaluate a trained :class:`Run` on ``ds`` (its labels are the reference)."""
+    return evaluate_model(run.model, run.tokenizer, ds, batch_size=batch_size, max_length=run.config.max_length)
+
+
+def load_run(out_dir: str | Path, train_ds: TextDataset | None = None, *, load: int | None = -1) -> Run:
+    """Rebuild a :class:`Run` from ``out_dir`` (written by :func:`train`).
+
+    The model is rebuilt from the recorded config and checkpoint ``load`` (default: the last) is loaded into it.
+    Pass ``train_ds`` to check that it is the data the run was trained on; other data is refused with a
+    :class:`FingerprintError`.
+    """
+    out = Path(out_dir)
+    if not (out / "run.json").exists():
+        raise FileNotFoundError(f"{out} has no run.json: train first (python -m gbair_nb train --out {out})")
+    record = json.loads((out / "run.json").read_text())
+    config = TrainConfig(**record["config"])
+    checkpoints = []
+    for c in record["checkpoints"]:
+        blob = torch.load(out / "checkpoints" / c["file"], map_location="cpu", weights_only=True)
+        checkpoints.append(Checkpoint(out / "checkpoints" / c["file"], blob["lr"], blob["lrs"], blob["epoch"],
+                                      blob["step"], blob["state"], blob["fingerprint"]))
+    model, tokenizer = make_model(config.method, num_labels=len(record["data"]["class_names"]),
+                                  backbone=config.backbone, seed=config.seed, **config.method_options)
+    model.to(default_device())
+    run = Run(model, tokenizer, config, checkpoints, record, out, record["data"]["class_names"])
+    if train_ds is not None:
+        run.check_data(train_ds)
+    if load is not None and checkpoints:
+        run.load_checkpoint(load)
+    return run
