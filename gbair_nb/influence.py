@@ -1,0 +1,569 @@
+"""Per-example gradients and TracIn: which training examples pushed the model toward a prediction.
+
+TracInCP (Pruthi et al. 2020) follows training through its saved checkpoints. With θ the *trainable* parameters only
+(for prompt tuning: the soft prompt and the classifier head),
+
+    TracInCP(z, z') = Σ_c Σ_params lrs_c[name] · ⟨∇_name ℓ(θ_c, z), ∇_name ℓ(θ_c, z')⟩
+
+where ``lrs_c[name]`` is the learning rate each parameter had when checkpoint ``c`` was saved (one rate per checkpoint
+gives Pruthi et al.'s Σ_c η_c ∇ℓ(z)·∇ℓ(z'), which is what Captum's ``TracInCP`` computes).
+
+Directions of the scores:
+
+- ``tracin(...)[i, j] > 0``: training example j is a **proponent** of test example i — a gradient step on j lowered
+  the loss on i. ``< 0``: an **opponent** (training on j raised the loss on i).
+- ``self_influence``: Σ_c Σ lrs ‖∇ℓ(z)‖². **Higher = more likely mislabeled** (or atypical): the model keeps having to
+  move a lot to fit it.
+- ``aggregated_influence(on=M)``: Σ_{z'∈M} TracInCP(z, z'), one number per training example. On a set M of mistakes
+  (scored under their true labels), a **negative** value means z pushed the model toward those mistakes.
+
+``variant="cosine"`` normalises each raw per-example gradient to unit length *per checkpoint* (over all trainable
+parameters together) and then applies the learning rates, so Σ_c η_c cos(∇ℓ(z), ∇ℓ(z')) when the rates are shared.
+That removes the pull of examples with huge gradients (usually high-loss ones); the dot variant keeps it.
+
+All the cost is in the per-example gradients. :func:`per_example_grads` has a fast path that gets every example's
+gradient from **one batched backward pass** — the same work as an ordinary training step — and a plain loop of
+``torch.autograd.grad`` per example that works for any model:
+
+- prompt tuning (peft): a pre-hook on the embeddings module swaps the ``inputs_embeds`` that peft built (prompt
+  prepended to the word embeddings) for a leaf tensor; its gradient at the first ``num_virtual_tokens`` positions is
+  each example's own gradient w.r.t. the soft prompt, because every example has its own copy of the prompt in the
+  batch.
+- trainable ``nn.Linear`` layers (the classifier head, LoRA A/B): hooks keep each layer's input x and the gradient of
+  its output g; example b's weight gradient is Σ_t g[b,t] xᵀ[b,t] = einsum('bto,bti->boi'), its bias gradient Σ_t g.
+
+The model is put in eval mode (no dropout) and restored afterwards, as are its trainable tensors.
+"""
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .pet import batches, load_trainable_state, trainable_names, trainable_state
+
+__all__ = ["InfluenceError", "per_example_grads", "fast_path_available", "grad_slices", "lr_vector", "tracin",
+           "self_influence", "aggregated_influence", "top_influences"]
+
+METHODS = ("auto", "fast", "loop")
+VARIANTS = ("dot", "cosine")
+
+
+class InfluenceError(ValueError):
+    """Influence could not be computed as asked: the message says what was wrong and what would work."""
+
+
+# ------------------------------------------------------------------------------------------- small helpers
+def grad_slices(model: nn.Module) -> "OrderedDict[str, slice]":
+    """Where each trainable parameter sits in a flattened gradient row: name → slice, in ``trainable_names`` order."""
+    out: OrderedDict[str, slice] = OrderedDict()
+    start = 0
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            out[name] = slice(start, start + p.numel())
+            start += p.numel()
+    if not out:
+        raise InfluenceError("the model has no trainable parameters (requires_grad=True): nothing to attribute to")
+    return out
+
+
+def lr_vector(slices: Mapping[str, slice], lrs: Mapping[str, float] | float) -> torch.Tensor:
+    """(P,) the learning rate of every trainable scalar, so ``(g * w) @ g'.T`` is the lr-weighted dot product."""
+    total = max(s.stop for s in slices.values())
+    w = torch.empty(total, dtype=torch.float32)
+    for name, sl in slices.items():
+        if isinstance(lrs, (int, float)):
+            w[sl] = float(lrs)
+        else:
+            if name not in lrs:
+                raise InfluenceError(f"the checkpoint's lrs have no rate for trainable parameter {name!r}; "
+                                     f"they name {sorted(lrs)[:4]}")
+            w[sl] = float(lrs[name])
+    return w
+
+
+@dataclass(frozen=True)
+class _Ckpt:
+    state: Mapping[str, torch.Tensor]
+    lrs: Mapping[str, float] | float
+
+
+def _as_checkpoint(obj: Any) -> _Ckpt:
+    """Accept anything with ``.state`` and ``.lrs`` (or ``.lr``), or a ``(state, lrs)`` pair."""
+    if isinstance(obj, (tuple, list)) and len(obj) == 2:
+        state, lrs = obj
+    else:
+        state = getattr(obj, "state", None)
+        lrs = getattr(obj, "lrs", None) or getattr(obj, "lr", None)
+        if state is None and getattr(obj, "path", None) is not None:
+            loaded = torch.load(Path(obj.path), map_location="cpu", weights_only=False)
+            state = loaded.get("state", loaded) if isinstance(loaded, dict) else None
+        if state is None:
+            raise InfluenceError(f"checkpoint {obj!r} has neither a .state (name → tensor) nor a loadable .path")
+    if lrs is None:
+        raise InfluenceError(f"checkpoint {obj!r} has no learning rates: give .lrs (name → rate) or .lr (float)")
+    return _Ckpt(state, lrs if isinstance(lrs, (int, float)) else dict(lrs))
+
+
+def _select(checkpoints: Sequence[Any], used: str | Sequence[int]) -> list[_Ckpt]:
+    checkpoints = list(checkpoints) if not hasattr(checkpoints, "state") else [checkpoints]
+    if not checkpoints:
+        raise InfluenceError("no checkpoints given: TracInCP needs at least one (state, learning rates)")
+    if used == "all":
+        chosen = checkpoints
+    elif used == "last":
+        chosen = checkpoints[-1:]
+    elif isinstance(used, str):
+        raise InfluenceError(f"checkpoints_used={used!r}; use 'all', 'last' or a list of checkpoint positions")
+    else:
+        chosen = [checkpoints[i] for i in used]
+    return [_as_checkpoint(c) for c in chosen]
+
+
+def _examples(data: Any, labels: Any, what: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(ids, texts, labels) from a TextDataset-like object (``.ids``, ``.texts``, ``.labels``) or a list of texts;
+    ``labels`` overrides the dataset's labels (e.g. noisy ones)."""
+    if hasattr(data, "texts"):
+        texts = list(data.texts)
+        ids = np.asarray(getattr(data, "ids", np.arange(len(texts))), dtype=np.int64)
+        labels = getattr(data, "labels", None) if labels is None else labels
+    elif isinstance(data, str):
+        raise InfluenceError(f"{what} is one string; pass a list of texts or a TextDataset")
+    else:
+        texts = list(data)
+        ids = np.arange(len(texts), dtype=np.int64)
+    if labels is None:
+        raise InfluenceError(f"{what} has no labels: pass a TextDataset or {what}_labels=")
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (len(texts),):
+        raise InfluenceError(f"{what}: {len(texts)} texts but labels of shape {labels.shape}")
+    return ids, texts, labels
+
+
+@contextmanager
+def _preserved(model: nn.Module) -> Iterator[None]:
+    """Eval mode and the model's own trainable tensors while inside; both restored on exit."""
+    saved, was_training = trainable_state(model), model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        load_trainable_state(model, saved)
+        model.train(was_training)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _normalise(g: torch.Tensor) -> torch.Tensor:
+    return g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _progress(total: int, desc: str, verbose: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not verbose, leave=False, unit="ex")
+
+
+# ------------------------------------------------------------------------------ per-example gradients: fast path
+def _prompt_target(model: nn.Module) -> tuple[str, nn.Module, int] | None:
+    """(prompt parameter name, embeddings module receiving ``inputs_embeds``, num_virtual_tokens) for a peft
+    prompt-tuning model whose prompt is a plain embedding table read in order; None otherwise."""
+    cfg = getattr(model, "active_peft_config", None)
+    if cfg is None or getattr(cfg.peft_type, "value", str(cfg.peft_type)) != "PROMPT_TUNING":
+        return None
+    adapter = model.active_adapter
+    name = f"prompt_encoder.{adapter}.embedding.weight"
+    params = dict(model.named_parameters())
+    nvt = int(cfg.num_virtual_tokens)
+    tokens = getattr(model, "prompt_tokens", {}).get(adapter)
+    if (name not in params or not params[name].requires_grad or tokens is None
+            or not torch.equal(tokens.cpu(), torch.arange(nvt)) or params[name].shape[0] != nvt):
+        return None
+    base = model.get_base_model()
+    word = base.get_input_embeddings()
+    parent_name = next((n for n, m in base.named_modules() if m is word), None)
+    if parent_name is None:
+        return None
+    parent = base.get_submodule(parent_name.rpartition(".")[0])
+    if "inputs_embeds" not in inspect.signature(parent.forward).parameters:
+        return None
+    return name, parent, nvt
+
+
+def _linear_targets(model: nn.Module) -> list[tuple[nn.Module, str | None, str | None]]:
+    """(module, weight name if trainable, bias name if trainable) for every nn.Linear with a trainable tensor."""
+    out = []
+    for mname, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            w = f"{mname}.weight" if mod.weight.requires_grad else None
+            b = f"{mname}.bias" if mod.bias is not None and mod.bias.requires_grad else None
+            if w or b:
+                out.append((mod, w, b))
+    return out
+
+
+def _fast_plan(model: nn.Module):
+    prompt = _prompt_target(model)
+    linears = _linear_targets(model)
+    covered = {n for _, w, b in linears for n in (w, b) if n} | ({prompt[0]} if prompt else set())
+    missing = [n for n in trainable_names(model) if n not in covered]
+    return prompt, linears, missing
+
+
+def fast_path_available(model: nn.Module) -> bool:
+    """Whether :func:`per_example_grads` can use one batched backward for this model: every trainable tensor is
+    a peft prompt-tuning prompt or the weight/bias of an ``nn.Linear`` (classifier head, LoRA A/B)."""
+    return not _fast_plan(model)[2]
+
+
+def _fast_batch(model: nn.Module, plan, slices, batch: dict) -> torch.Tensor:
+    """(B, P) per-example gradients of the cross-entropy of one batch, from one backward pass."""
+    prompt, linears, _ = plan
+    emb: dict[str, torch.Tensor] = {}
+    calls: dict[int, list] = {id(m): [] for m, _, _ in linears}
+    handles = []
+
+    def swap_inputs_embeds(module, args, kwargs):
+        x = kwargs.get("inputs_embeds")
+        if x is None:
+            raise InfluenceError("the embeddings module was not called with inputs_embeds=; use method='loop'")
+        leaf = x.detach().requires_grad_(True)
+        emb["x"] = leaf
+        return args, {**kwargs, "inputs_embeds": leaf}
+
+    def keep_io(module, inputs, output):
+        calls[id(module)].append((inputs[0].detach(), output))
+
+    try:
+        if prompt:
+            handles.append(prompt[1].register_forward_pre_hook(swap_inputs_embeds, with_kwargs=True))
+        for mod, _, _ in linears:
+            handles.append(mod.register_forward_hook(keep_io))
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    finally:
+        for h in handles:
+            h.remove()
+    loss = F.cross_entropy(logits, batch["labels"], reduction="sum")  # Σ_b ℓ_b: ∂/∂(b's own copy) = ∇ℓ_b
+    targets = ([emb["x"]] if prompt else []) + [out for m, _, _ in linears for _, out in calls[id(m)]]
+    grads = list(torch.autograd.grad(loss, targets, allow_unused=True))
+    n = batch["input_ids"].shape[0]
+    out = torch.zeros(n, max(s.stop for s in slices.values()), dtype=torch.float32, device=logits.device)
+    if prompt:
+        g = grads.pop(0)
+        out[:, slices[prompt[0]]] = g[:, :prompt[2]].reshape(n, -1)
+    for mod, wname, bname in linears:
+        for x, y in calls[id(mod)]:
+            go = grads.pop(0)
+            if go is None:
+                continue
+            if x.shape[0] != n:
+                raise InfluenceError(f"a Linear layer saw a batch dimension of {x.shape[0]}, not {n}; "
+                                     "use method='loop'")
+            x3, g3 = x.reshape(n, -1, x.shape[-1]), go.reshape(n, -1, go.shape[-1])
+            if wname:
+                out[:, slices[wname]] += torch.einsum("bto,bti->boi", g3, x3).reshape(n, -1)
+            if bname:
+                out[:, slices[bname]] += g3.sum(1)
+    return out
+
+
+def _loop_example(model: nn.Module, params: list[torch.Tensor], batch: dict) -> torch.Tensor:
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = F.cross_entropy(logits, batch["labels"], reduction="sum")
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+
+
+def _grads(model, tokenizer, texts: list[str], labels: np.ndarray, *, method: str, batch_size: int,
+           max_length: int, sort_by_length: bool, pbar=None) -> torch.Tensor:
+    """(n, P) per-example gradients at the model's current state (already in eval mode), rows in input order."""
+    slices = grad_slices(model)
+    n = len(texts)
+    device = _device(model)
+    out = torch.empty(n, max(s.stop for s in slices.values()), dtype=torch.float32)
+    if method == "loop":
+        params = [p for p in model.parameters() if p.requires_grad]
+        for i, batch in enumerate(batches(tokenizer, texts, labels, batch_size=1, max_length=max_length,
+                                          device=str(device))):
+            out[i] = _loop_example(model, params, batch).float().cpu()
+            if pbar is not None:
+                pbar.update(1)
+        return out
+    plan = _fast_plan(model)
+    order = np.arange(n)
+    if sort_by_length and n > batch_size:  # less padding: batches of similar lengths
+        lengths = [len(x) for x in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")
+    texts_o, labels_o = [texts[i] for i in order], labels[order]
+    pos = 0
+    for batch in batches(tokenizer, texts_o, labels_o, batch_size=batch_size, max_length=max_length,
+                         device=str(device)):
+        b = batch["input_ids"].shape[0]
+        out[torch.as_tensor(order[pos:pos + b])] = _fast_batch(model, plan, slices, batch).cpu()
+        pos += b
+        if pbar is not None:
+            pbar.update(b)
+    return out
+
+
+def _resolve(model: nn.Module, method: str) -> str:
+    if method not in METHODS:
+        raise InfluenceError(f"method={method!r}; use one of {METHODS}")
+    if method == "loop":
+        return "loop"
+    missing = _fast_plan(model)[2]
+    if method == "fast" and missing:
+        raise InfluenceError(f"no fast path for trainable parameters {missing[:3]} (only peft prompt tuning and "
+                             "nn.Linear weights/biases have one); use method='loop' or 'auto'")
+    return "loop" if missing else "fast"
+
+
+def per_example_grads(model: nn.Module, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
+                      state: Mapping[str, torch.Tensor] | None = None, method: str = "auto", batch_size: int = 32,
+                      max_length: int = 64, sort_by_length: bool = True,
+                      verbose: bool = True) -> tuple[torch.Tensor, "OrderedDict[str, slice]"]:
+    """Gradient of each example's cross-entropy loss w.r.t. the trainable parameters (model in eval mode).
+
+    Args:
+        texts, labels: n examples and their class ids (the labels the loss is taken against).
+        state: trainable tensors to use (a checkpoint's ``.state``); default: the model's current ones. The model's
+            own tensors are restored afterwards.
+        method: ``"fast"`` (one batched backward per batch: peft prompt tuning and trainable nn.Linear layers),
+            ``"loop"`` (one ``torch.autograd.grad`` per example, any model), ``"auto"`` (fast where possible).
+        sort_by_length: batch examples of similar token lengths together (less padding); rows stay in input order.
+
+    Returns:
+        ``(grads, slices)``: ``grads`` is an (n, P) float32 CPU tensor, row i = flattened ∇θ ℓ(θ, z_i) in
+        ``trainable_names(model)`` order; ``slices[name]`` is that parameter's column range, so per-parameter
+        learning rates can be applied (see :func:`lr_vector`).
+    """
+    method = _resolve(model, method)
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(texts):
+        raise InfluenceError(f"{len(texts)} texts but {len(labels)} labels")
+    with _preserved(model), _progress(len(texts), f"gradients ({method})", verbose) as pbar:
+        if state is not None:
+            load_trainable_state(model, state)
+        g = _grads(model, tokenizer, list(texts), labels, method=method, batch_size=batch_size,
+                   max_length=max_length, sort_by_length=sort_by_length, pbar=pbar)
+    return g, grad_slices(model)
+
+
+# ------------------------------------------------------------------------------------------------------ TracIn
+@dataclass
+class _Setup:
+    ckpts: list[_Ckpt]
+    weights: list[torch.Tensor]
+    grad: Callable[[list[str], np.ndarray], torch.Tensor]
+
+
+def _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length) -> _Setup:
+    if variant not in VARIANTS:
+        raise InfluenceError(f"variant={variant!r}; use 'dot' (Pruthi et al.) or 'cosine' (normalised gradients)")
+    ckpts = _select(checkpoints, checkpoints_used)
+    slices = grad_slices(model)
+    method = _resolve(model, method)
+
+    def grad(texts: list[str], labels: np.ndarray, pbar=None) -> torch.Tensor:
+        g = _grads(model, tokenizer, texts, labels, method=method, batch_size=batch_size, max_length=max_length,
+                   sort_by_length=True, pbar=pbar)
+        return _normalise(g) if variant == "cosine" else g
+
+    return _Setup(ckpts, [lr_vector(slices, c.lrs) for c in ckpts], grad)
+
+
+def _test_side(model, s: _Setup, texts, labels, *, summed: bool, chunk_size: int, pbar) -> list[torch.Tensor]:
+    """Per checkpoint: lrs ⊙ (normalised) test gradients, (n_test, P) — or their sum over the set, (1, P)."""
+    out = []
+    for ck, w in zip(s.ckpts, s.weights):
+        load_trainable_state(model, ck.state)
+        if summed:  # Σ_{z'∈M} ∇ℓ(z'): one vector per checkpoint, streamed
+            acc = torch.zeros(1, w.numel())
+            for a in range(0, len(texts), chunk_size):
+                acc += s.grad(texts[a:a + chunk_size], labels[a:a + chunk_size], pbar).sum(0, keepdim=True)
+            out.append(acc * w)
+        else:
+            out.append(s.grad(texts, labels, pbar) * w)
+    return out
+
+
+def _train_chunks(model, s: _Setup, texts, labels, chunk_size: int, pbar) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+    """Stream the training set: (start, stop, checkpoint index, (chunk, P) gradients), chunks outer, checkpoints
+    inner, so scores for a chunk are complete before the next chunk's gradients are computed."""
+    for start in range(0, len(texts), chunk_size):
+        stop = min(start + chunk_size, len(texts))
+        for c, ck in enumerate(s.ckpts):
+            load_trainable_state(model, ck.state)
+            yield start, stop, c, s.grad(texts[start:stop], labels[start:stop], pbar)
+
+
+_COMMON = """
+    Args:
+        model, tokenizer: the PET model (its current trainable tensors are restored afterwards).
+        checkpoints: list of checkpoints — objects with ``.state`` (name → tensor) and ``.lrs`` (name → learning
+            rate; or ``.lr``), e.g. ``Run.checkpoints``, or ``(state, lrs)`` pairs.
+        train, test: TextDataset-like (``.ids``, ``.texts``, ``.labels``) or lists of texts;
+            ``train_labels=`` / ``test_labels=`` override the labels (e.g. noisy training labels).
+        variant: ``"dot"`` (Pruthi et al.) or ``"cosine"`` (each raw per-example gradient normalised per
+            checkpoint, then the learning rates applied).
+        checkpoints_used: ``"all"``, ``"last"`` or a list of positions.
+        method: per-example gradient method (``"auto"``, ``"fast"``, ``"loop"``).
+        chunk_size: training examples per streamed chunk (memory ≈ chunk_size × P floats).
+        verbose: progress bar.
+"""
+
+
+def tracin(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any, test: Any, *,
+           train_labels: Sequence[int] | None = None, test_labels: Sequence[int] | None = None,
+           variant: str = "dot", checkpoints_used: str | Sequence[int] = "all", per_checkpoint: bool = False,
+           method: str = "auto", batch_size: int = 32, max_length: int = 64, chunk_size: int = 1024,
+           verbose: bool = True) -> np.ndarray:
+    """TracInCP of every (test, train) pair: (n_test, n_train), or (n_checkpoints, n_test, n_train) with
+    ``per_checkpoint=True`` (summing over axis 0 gives the default).
+
+    Score > 0: the training example is a proponent of the test example (training on it lowered the test loss);
+    < 0: an opponent. The full matrix is materialised — for large sets use :func:`top_influences`.
+    """
+    _, tr_texts, tr_labels = _examples(train, train_labels, "train")
+    _, te_texts, te_labels = _examples(test, test_labels, "test")
+    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length)
+    out = np.zeros((len(s.ckpts), len(te_texts), len(tr_texts)), dtype=np.float32)
+    total = len(s.ckpts) * (len(te_texts) + len(tr_texts))
+    with _preserved(model), _progress(total, "TracIn", verbose) as pbar:
+        test_side = _test_side(model, s, te_texts, te_labels, summed=False, chunk_size=chunk_size, pbar=pbar)
+        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, chunk_size, pbar):
+            out[c, :, start:stop] = (test_side[c] @ g.T).numpy()
+    return out if per_checkpoint else out.sum(0)
+
+
+tracin.__doc__ += _COMMON
+
+
+def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any, *,
+                   train_labels: Sequence[int] | None = None, variant: str = "dot",
+                   checkpoints_used: str | Sequence[int] = "all", per_checkpoint: bool = False, method: str = "auto",
+                   batch_size: int = 32, max_length: int = 64, chunk_size: int = 1024,
+                   verbose: bool = True) -> np.ndarray:
+    """Self-influence TracInCP(z, z) = Σ_c Σ_params lrs_c · ‖∇ℓ(θ_c, z)‖²: (n_train,), or (n_checkpoints, n_train).
+
+    **Higher = more likely mislabeled** (or atypical). Take it under the labels you suspect (``train_labels=`` the
+    noisy ones). With ``variant="cosine"`` every gradient has unit norm, so the score is Σ_c η_c for every example
+    when the rates are shared — use ``"dot"`` (the default) for ranking.
+    """
+    _, tr_texts, tr_labels = _examples(train, train_labels, "train")
+    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length)
+    out = np.zeros((len(s.ckpts), len(tr_texts)), dtype=np.float32)
+    with _preserved(model), _progress(len(s.ckpts) * len(tr_texts), "self-influence", verbose) as pbar:
+        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, chunk_size, pbar):
+            out[c, start:stop] = (g * g * s.weights[c]).sum(1).numpy()
+    return out if per_checkpoint else out.sum(0)
+
+
+self_influence.__doc__ += _COMMON
+
+
+def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any, on: Any, *,
+                         train_labels: Sequence[int] | None = None, on_labels: Sequence[int] | None = None,
+                         variant: str = "dot", checkpoints_used: str | Sequence[int] = "all",
+                         per_checkpoint: bool = False, method: str = "auto", batch_size: int = 32,
+                         max_length: int = 64, chunk_size: int = 1024, verbose: bool = True) -> np.ndarray:
+    """Σ_{z'∈on} TracInCP(z, z') for every training example z: (n_train,), or (n_checkpoints, n_train).
+
+    Computed as Σ_c ∇ℓ(θ_c, z) · (lrs_c ⊙ Σ_{z'} ∇ℓ(θ_c, z')) — one vector per checkpoint, never an n_train × |on|
+    matrix. On a set of validation *mistakes* under their true labels, **negative = z pushed the model toward the
+    mistakes** (G-BAIR flags the most negative). ``on`` is TextDataset-like or a list of texts (``on_labels=``).
+    """
+    _, tr_texts, tr_labels = _examples(train, train_labels, "train")
+    _, on_texts, on_lab = _examples(on, on_labels, "on")
+    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length)
+    out = np.zeros((len(s.ckpts), len(tr_texts)), dtype=np.float32)
+    total = len(s.ckpts) * (len(on_texts) + len(tr_texts))
+    with _preserved(model), _progress(total, "aggregated influence", verbose) as pbar:
+        if len(on_texts):
+            vs = _test_side(model, s, on_texts, on_lab, summed=True, chunk_size=chunk_size, pbar=pbar)
+            for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, chunk_size, pbar):
+                out[c, start:stop] = (g @ vs[c][0]).numpy()
+    return out if per_checkpoint else out.sum(0)
+
+
+aggregated_influence.__doc__ += _COMMON
+
+
+def _predict(model, tokenizer, texts, batch_size, max_length) -> np.ndarray:
+    preds = []
+    with torch.no_grad():
+        for b in batches(tokenizer, texts, batch_size=batch_size, max_length=max_length, device=str(_device(model))):
+            preds.append(model(**b).logits.argmax(-1).cpu().numpy())
+    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+
+
+def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any, test: Any, *, k: int = 5,
+                   train_labels: Sequence[int] | None = None, test_labels: Sequence[int] | None = None,
+                   variant: str = "dot", checkpoints_used: str | Sequence[int] = "all", method: str = "auto",
+                   batch_size: int = 32, max_length: int = 64, chunk_size: int = 1024, with_predictions: bool = True,
+                   verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The k strongest proponents and opponents in the training set of every test example, streamed: memory is
+    n_test × P per checkpoint plus chunk_size × (P + n_test), never n_test × n_train.
+
+    Returns ``(proponents, opponents)``, DataFrames with one row per (test example, rank) and columns
+    ``test_id, test_text, test_label, test_pred, train_id, train_text, train_label, score, rank``. Proponents:
+    largest scores first (rank 1 = most positive: helped the test example's label most). Opponents: most negative
+    first. ``test_pred`` is the model's prediction with its current (e.g. final) tensors; ids are the datasets'
+    ``.ids`` (positions for plain lists).
+    """
+    tr_ids, tr_texts, tr_labels = _examples(train, train_labels, "train")
+    te_ids, te_texts, te_labels = _examples(test, test_labels, "test")
+    if k < 1:
+        raise InfluenceError(f"k={k}; ask for at least 1")
+    k = min(k, len(tr_texts))
+    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length)
+    n_test = len(te_texts)
+    best = {"pro": (torch.full((n_test, 0), -np.inf), torch.zeros(n_test, 0, dtype=torch.long)),
+            "opp": (torch.full((n_test, 0), -np.inf), torch.zeros(n_test, 0, dtype=torch.long))}
+    preds = _predict(model, tokenizer, te_texts, batch_size, max_length) if with_predictions else None
+    total = len(s.ckpts) * (n_test + len(tr_texts))
+    with _preserved(model), _progress(total, "top influences", verbose) as pbar:
+        test_side = _test_side(model, s, te_texts, te_labels, summed=False, chunk_size=chunk_size, pbar=pbar)
+        scores = None
+        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, chunk_size, pbar):
+            part = test_side[c] @ g.T  # (n_test, chunk)
+            scores = part if c == 0 else scores + part
+            if c < len(s.ckpts) - 1:
+                continue
+            idx = torch.arange(start, stop).expand(n_test, -1)
+            for key, sign in (("pro", 1.0), ("opp", -1.0)):  # opponents: top-k of −score
+                vals, ids = best[key]
+                vals, ids = torch.cat([vals, sign * scores], 1), torch.cat([ids, idx], 1)
+                top = torch.topk(vals, min(k, vals.shape[1]), dim=1)
+                best[key] = (top.values, torch.gather(ids, 1, top.indices))
+    frames = []
+    for key, sign in (("pro", 1.0), ("opp", -1.0)):
+        vals, ids = best[key]
+        rows = []
+        for i in range(n_test):
+            for r in range(vals.shape[1]):
+                j = int(ids[i, r])
+                rows.append({"test_id": te_ids[i], "test_text": te_texts[i], "test_label": te_labels[i],
+                             "test_pred": None if preds is None else preds[i], "train_id": tr_ids[j],
+                             "train_text": tr_texts[j], "train_label": tr_labels[j],
+                             "score": sign * float(vals[i, r]), "rank": r + 1})
+        df = pd.DataFrame(rows, columns=["test_id", "test_text", "test_label", "test_pred", "train_id", "train_text",
+                                         "train_label", "score", "rank"])
+        if preds is None:
+            df = df.drop(columns="test_pred")
+        frames.append(df)
+    return frames[0], frames[1]
+
+
+top_influences.__doc__ += _COMMON
