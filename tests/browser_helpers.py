@@ -202,6 +202,7 @@ class LabPage:
     def outputs_text(self) -> str:
         return "\n---\n".join(self.page.locator(".jp-OutputArea-output").all_inner_texts())
 
-    def output_with(self, locator_or_text):
-        """The output area (a cell's rendered output) that contains the given text."""
-        return self.page.locator(".jp-OutputArea-output", has_text=locator_or_text).last
+    def output_with(self, inner):
+        """The last cell output area that contains ``inner`` (a Locator, or a text)."""
+        key = "has_text" if isinstance(inner, str) else "has"
+        return self.page.locator(".jp-OutputArea-output", **{key: inner}).last
