@@ -98,12 +98,15 @@ class _Ckpt:
 
 
 def _as_checkpoint(obj: Any) -> _Ckpt:
-    """Accept anything with ``.state`` and ``.lrs`` (or ``.lr``), or a ``(state, lrs)`` pair."""
+    """Accept anything with ``.state`` (or ``.load_state()`` / ``.path``) and ``.lrs`` (or ``.lr``), or a
+    ``(state, lrs)`` pair."""
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
         state, lrs = obj
     else:
         state = getattr(obj, "state", None)
         lrs = getattr(obj, "lrs", None) or getattr(obj, "lr", None)
+        if state is None and callable(getattr(obj, "load_state", None)):
+            state = obj.load_state()
         if state is None and getattr(obj, "path", None) is not None:
             loaded = torch.load(Path(obj.path), map_location="cpu", weights_only=False)
             state = loaded.get("state", loaded) if isinstance(loaded, dict) else None
@@ -147,6 +150,15 @@ def _examples(data: Any, labels: Any, what: str) -> tuple[np.ndarray, list[str],
     if labels.shape != (len(texts),):
         raise InfluenceError(f"{what}: {len(texts)} texts but labels of shape {labels.shape}")
     return ids, texts, labels
+
+
+def _pairs(first: Any, first_labels: Any, second: Any, second_labels: Any) -> tuple[Any, Any, Any, Any]:
+    """Both call styles: ``(train_texts, train_labels, test_texts, test_labels)`` or ``(train_ds, test_ds)``."""
+    if hasattr(first_labels, "texts") and second is None:  # (train_ds, test_ds): the second dataset came 2nd
+        first_labels, second, second_labels = None, first_labels, second_labels
+    if second is None:
+        raise InfluenceError("no second set given: pass test texts and labels, or a TextDataset")
+    return first, first_labels, second, second_labels
 
 
 @contextmanager
@@ -258,7 +270,8 @@ def _fast_batch(model: nn.Module, plan, slices, batch: dict) -> torch.Tensor:
     targets = ([emb["x"]] if prompt else []) + [out for m, _, _ in linears for _, out in calls[id(m)]]
     grads = list(torch.autograd.grad(loss, targets, allow_unused=True))
     n = batch["input_ids"].shape[0]
-    out = torch.zeros(n, max(s.stop for s in slices.values()), dtype=torch.float32, device=logits.device)
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    out = torch.zeros(n, max(s.stop for s in slices.values()), dtype=dtype, device=logits.device)
     if prompt:
         g = grads.pop(0)
         out[:, slices[prompt[0]]] = g[:, :prompt[2]].reshape(n, -1)
@@ -291,12 +304,13 @@ def _grads(model, tokenizer, texts: list[str], labels: np.ndarray, *, method: st
     slices = grad_slices(model)
     n = len(texts)
     device = _device(model)
-    out = torch.empty(n, max(s.stop for s in slices.values()), dtype=torch.float32)
+    dtype = torch.promote_types(next(model.parameters()).dtype, torch.float32)  # float64 models stay float64
+    out = torch.empty(n, max(s.stop for s in slices.values()), dtype=dtype)
     if method == "loop":
         params = [p for p in model.parameters() if p.requires_grad]
         for i, batch in enumerate(batches(tokenizer, texts, labels, batch_size=1, max_length=max_length,
                                           device=str(device))):
-            out[i] = _loop_example(model, params, batch).float().cpu()
+            out[i] = _loop_example(model, params, batch).to(dtype).cpu()
             if pbar is not None:
                 pbar.update(1)
         return out
@@ -330,7 +344,7 @@ def _resolve(model: nn.Module, method: str) -> str:
 
 
 def per_example_grads(model: nn.Module, tokenizer, texts: Sequence[str], labels: Sequence[int], *,
-                      state: Mapping[str, torch.Tensor] | None = None, method: str = "auto", batch_size: int = 32,
+                      state: Mapping[str, torch.Tensor] | None = None, method: str = "auto", batch_size: int = 16,
                       max_length: int = 64, sort_by_length: bool = True,
                       verbose: bool = True) -> tuple[torch.Tensor, "OrderedDict[str, slice]"]:
     """Gradient of each example's cross-entropy loss w.r.t. the trainable parameters (model in eval mode).
@@ -344,7 +358,7 @@ def per_example_grads(model: nn.Module, tokenizer, texts: Sequence[str], labels:
         sort_by_length: batch examples of similar token lengths together (less padding); rows stay in input order.
 
     Returns:
-        ``(grads, slices)``: ``grads`` is an (n, P) float32 CPU tensor, row i = flattened ∇θ ℓ(θ, z_i) in
+        ``(grads, slices)``: ``grads`` is an (n, P) float32 CPU tensor (float64 for a float64 model), row i = flattened ∇θ ℓ(θ, z_i) in
         ``trainable_names(model)`` order; ``slices[name]`` is that parameter's column range, so per-parameter
         learning rates can be applied (see :func:`lr_vector`).
     """
@@ -383,7 +397,8 @@ def _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, bat
     return _Setup(ckpts, [lr_vector(slices, c.lrs) for c in ckpts], grad)
 
 
-def _test_side(model, s: _Setup, texts, labels, *, summed: bool, chunk_size: int, pbar) -> list[torch.Tensor]:
+def _test_side(model, s: _Setup, texts, labels, *, summed: bool, chunk_size: int, pbar,
+               unit: bool = False) -> list[torch.Tensor]:
     """Per checkpoint: lrs ⊙ (normalised) test gradients, (n_test, P) — or their sum over the set, (1, P)."""
     out = []
     for ck, w in zip(s.ckpts, s.weights):
@@ -391,7 +406,8 @@ def _test_side(model, s: _Setup, texts, labels, *, summed: bool, chunk_size: int
         if summed:  # Σ_{z'∈M} ∇ℓ(z'): one vector per checkpoint, streamed
             acc = torch.zeros(1, w.numel())
             for a in range(0, len(texts), chunk_size):
-                acc += s.grad(texts[a:a + chunk_size], labels[a:a + chunk_size], pbar).sum(0, keepdim=True)
+                g = s.grad(texts[a:a + chunk_size], labels[a:a + chunk_size], pbar)
+                acc += (_normalise(g) if unit else g).sum(0, keepdim=True)
             out.append(acc * w)
         else:
             out.append(s.grad(texts, labels, pbar) * w)
@@ -413,8 +429,8 @@ _COMMON = """
         model, tokenizer: the PET model (its current trainable tensors are restored afterwards).
         checkpoints: list of checkpoints — objects with ``.state`` (name → tensor) and ``.lrs`` (name → learning
             rate; or ``.lr``), e.g. ``Run.checkpoints``, or ``(state, lrs)`` pairs.
-        train, test: TextDataset-like (``.ids``, ``.texts``, ``.labels``) or lists of texts;
-            ``train_labels=`` / ``test_labels=`` override the labels (e.g. noisy training labels).
+        train, test (or on): TextDataset-like (``.ids``, ``.texts``, ``.labels``) or lists of texts;
+            ``train_labels`` / ``test_labels`` give or override the labels (e.g. noisy training labels).
         variant: ``"dot"`` (Pruthi et al.) or ``"cosine"`` (each raw per-example gradient normalised per
             checkpoint, then the learning rates applied).
         checkpoints_used: ``"all"``, ``"last"`` or a list of positions.
@@ -424,17 +440,20 @@ _COMMON = """
 """
 
 
-def tracin(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any, test: Any, *,
-           train_labels: Sequence[int] | None = None, test_labels: Sequence[int] | None = None,
-           variant: str = "dot", checkpoints_used: str | Sequence[int] = "all", per_checkpoint: bool = False,
-           method: str = "auto", batch_size: int = 32, max_length: int = 64, chunk_size: int = 1024,
+def tracin(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
+           train_labels: Sequence[int] | None = None, test: Any = None, test_labels: Sequence[int] | None = None,
+           *, variant: str = "dot", checkpoints_used: str | Sequence[int] = "all", per_checkpoint: bool = False,
+           method: str = "auto", batch_size: int = 16, max_length: int = 64, chunk_size: int = 1024,
            verbose: bool = True) -> np.ndarray:
     """TracInCP of every (test, train) pair: (n_test, n_train), or (n_checkpoints, n_test, n_train) with
     ``per_checkpoint=True`` (summing over axis 0 gives the default).
 
     Score > 0: the training example is a proponent of the test example (training on it lowered the test loss);
     < 0: an opponent. The full matrix is materialised — for large sets use :func:`top_influences`.
+    Call as ``tracin(model, tok, ckpts, train_texts, train_labels, test_texts, test_labels)`` or
+    ``tracin(model, tok, ckpts, train_ds, test_ds)``.
     """
+    train, train_labels, test, test_labels = _pairs(train, train_labels, test, test_labels)
     _, tr_texts, tr_labels = _examples(train, train_labels, "train")
     _, te_texts, te_labels = _examples(test, test_labels, "test")
     s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length)
@@ -450,10 +469,10 @@ def tracin(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any, 
 tracin.__doc__ += _COMMON
 
 
-def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any, *,
-                   train_labels: Sequence[int] | None = None, variant: str = "dot",
+def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
+                   train_labels: Sequence[int] | None = None, *, variant: str = "dot",
                    checkpoints_used: str | Sequence[int] = "all", per_checkpoint: bool = False, method: str = "auto",
-                   batch_size: int = 32, max_length: int = 64, chunk_size: int = 1024,
+                   batch_size: int = 16, max_length: int = 64, chunk_size: int = 1024,
                    verbose: bool = True) -> np.ndarray:
     """Self-influence TracInCP(z, z) = Σ_c Σ_params lrs_c · ‖∇ℓ(θ_c, z)‖²: (n_train,), or (n_checkpoints, n_train).
 
@@ -473,17 +492,26 @@ def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
 self_influence.__doc__ += _COMMON
 
 
-def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any, on: Any, *,
-                         train_labels: Sequence[int] | None = None, on_labels: Sequence[int] | None = None,
-                         variant: str = "dot", checkpoints_used: str | Sequence[int] = "all",
-                         per_checkpoint: bool = False, method: str = "auto", batch_size: int = 32,
+def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
+                         train_labels: Sequence[int] | None = None, on: Any = None,
+                         on_labels: Sequence[int] | None = None, *, variant: str = "dot", normalize: str = "none",
+                         checkpoints_used: str | Sequence[int] = "all",
+                         per_checkpoint: bool = False, method: str = "auto", batch_size: int = 16,
                          max_length: int = 64, chunk_size: int = 1024, verbose: bool = True) -> np.ndarray:
     """Σ_{z'∈on} TracInCP(z, z') for every training example z: (n_train,), or (n_checkpoints, n_train).
 
     Computed as Σ_c ∇ℓ(θ_c, z) · (lrs_c ⊙ Σ_{z'} ∇ℓ(θ_c, z')) — one vector per checkpoint, never an n_train × |on|
     matrix. On a set of validation *mistakes* under their true labels, **negative = z pushed the model toward the
-    mistakes** (G-BAIR flags the most negative). ``on`` is TextDataset-like or a list of texts (``on_labels=``).
+    mistakes** (G-BAIR flags the most negative). Call as ``(…, train_texts, train_labels, on_texts, on_labels)`` or
+    ``(…, train_ds, on_ds)``.
+
+    ``normalize="per_mistake"`` scales each gradient of the ``on`` set to unit length (per checkpoint) before the sum,
+    so every mistake gets an equal vote and a few very high-loss mistakes cannot dominate; ``"none"`` (default) is
+    the plain sum. (``variant="cosine"`` normalises both sides.)
     """
+    if normalize not in ("none", "per_mistake"):
+        raise InfluenceError(f"normalize={normalize!r}; use 'none' or 'per_mistake'")
+    train, train_labels, on, on_labels = _pairs(train, train_labels, on, on_labels)
     _, tr_texts, tr_labels = _examples(train, train_labels, "train")
     _, on_texts, on_lab = _examples(on, on_labels, "on")
     s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length)
@@ -491,7 +519,8 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
     total = len(s.ckpts) * (len(on_texts) + len(tr_texts))
     with _preserved(model), _progress(total, "aggregated influence", verbose) as pbar:
         if len(on_texts):
-            vs = _test_side(model, s, on_texts, on_lab, summed=True, chunk_size=chunk_size, pbar=pbar)
+            vs = _test_side(model, s, on_texts, on_lab, summed=True, chunk_size=chunk_size, pbar=pbar,
+                            unit=normalize == "per_mistake")
             for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, chunk_size, pbar):
                 out[c, start:stop] = (g @ vs[c][0]).numpy()
     return out if per_checkpoint else out.sum(0)
@@ -508,10 +537,10 @@ def _predict(model, tokenizer, texts, batch_size, max_length) -> np.ndarray:
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
 
-def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any, test: Any, *, k: int = 5,
-                   train_labels: Sequence[int] | None = None, test_labels: Sequence[int] | None = None,
-                   variant: str = "dot", checkpoints_used: str | Sequence[int] = "all", method: str = "auto",
-                   batch_size: int = 32, max_length: int = 64, chunk_size: int = 1024, with_predictions: bool = True,
+def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
+                   train_labels: Sequence[int] | None = None, test: Any = None,
+                   test_labels: Sequence[int] | None = None, *, k: int = 5, variant: str = "dot", checkpoints_used: str | Sequence[int] = "all", method: str = "auto",
+                   batch_size: int = 16, max_length: int = 64, chunk_size: int = 1024, with_predictions: bool = True,
                    verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The k strongest proponents and opponents in the training set of every test example, streamed: memory is
     n_test × P per checkpoint plus chunk_size × (P + n_test), never n_test × n_train.
@@ -520,8 +549,10 @@ def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
     ``test_id, test_text, test_label, test_pred, train_id, train_text, train_label, score, rank``. Proponents:
     largest scores first (rank 1 = most positive: helped the test example's label most). Opponents: most negative
     first. ``test_pred`` is the model's prediction with its current (e.g. final) tensors; ids are the datasets'
-    ``.ids`` (positions for plain lists).
+    ``.ids`` (positions for plain lists). Call as ``(…, train_texts, train_labels, test_texts, test_labels)`` or
+    ``(…, train_ds, test_ds)``.
     """
+    train, train_labels, test, test_labels = _pairs(train, train_labels, test, test_labels)
     tr_ids, tr_texts, tr_labels = _examples(train, train_labels, "train")
     te_ids, te_texts, te_labels = _examples(test, test_labels, "test")
     if k < 1:
