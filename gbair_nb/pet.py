@@ -143,9 +143,40 @@ def _head_only(model, tokenizer, path: Path, **_):
     return model
 
 
+def _lora(model, tokenizer, path: Path, *, r: int = 8, lora_alpha: float = 16, lora_dropout: float = 0.0,
+          target_modules=("query", "value"), **_):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    # task SEQ_CLS makes peft keep a trainable copy of the classifier head (modules_to_save)
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                        target_modules=list(target_modules))
+    return get_peft_model(model, config)
+
+
+def _gift(model, tokenizer, path: Path, *, r: int = 8, targets=("query", "value"), share: str = "type", **_):
+    from .gift import add_gift
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    add_gift(model, r=r, targets=targets, share=share)
+    for name, p in model.named_parameters():
+        if name.startswith(("classifier", "score")):
+            p.requires_grad_(True)
+    return model
+
+
+def _full(model, tokenizer, path: Path, **_):
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
 METHODS: dict[str, Callable] = {
     "prompt_tuning": _prompt_tuning,
     "head_only": _head_only,
+    "lora": _lora,
+    "gift": _gift,
+    "full": _full,
 }
 
 
