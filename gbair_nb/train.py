@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class TrainConfig:
     n_checkpoints: int = 0  # 0 = one per epoch
     seed: int = 0
     method_options: dict = field(default_factory=lambda: {"num_virtual_tokens": 20})
+    gmt: dict | None = None  # gradient-mask tuning options (gbair_nb.gmt.GMTConfig); None = off
 
     @classmethod
     def quick(cls, **overrides) -> "TrainConfig":
@@ -201,6 +203,11 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
     if out is not None:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
 
+    masker = None
+    if config.gmt is not None:
+        from .gmt import GradientMasker
+
+        masker = GradientMasker(model, config.gmt)
     gen = torch.Generator().manual_seed(config.seed)
     record: dict = {
         "config": asdict(config),
@@ -226,8 +233,13 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
             loss = model(**batch).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-            sched.step()
+            if masker is None or masker.before_step(last=step + 1 == total):  # GMT steps every `interval` batches
+                opt.step()
+                if masker is not None:
+                    masker.after_step()
+            with warnings.catch_warnings():  # GMT may skip the first opt.step(); the schedule still counts batches
+                warnings.simplefilter("ignore", UserWarning)
+                sched.step()
             step += 1
             losses.append(loss.item())
             bar.update(1)
