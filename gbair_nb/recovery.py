@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
 
@@ -31,7 +32,8 @@ from .data import Corruption, Splits, TextDataset, corrupt, load_dataset, split
 from .train import Run, TrainConfig, evaluate, predict_proba, train
 
 __all__ = ["Scenario", "make_scenario", "SCENARIOS", "ScoreContext", "SCORERS", "FIXERS", "RoundRecord",
-           "Recovery", "gbair", "detection_metrics", "compare_detectors", "default_k", "recovered_fraction"]
+           "Recovery", "gbair", "detection_metrics", "compare_detectors", "default_k", "recovered_fraction",
+           "train_clean_reference", "out_of_sample_probs"]
 
 
 # ------------------------------------------------------------------------------------------------- scenarios
@@ -151,11 +153,11 @@ def _influence_kwargs(ctx: ScoreContext) -> dict:
 def _score_grand(ctx: ScoreContext) -> np.ndarray:
     from . import influence
 
-    grads = influence.per_example_grads(ctx.run.model, ctx.run.tokenizer, ctx.train.texts, ctx.train.labels,
-                                        state=ctx.run.checkpoints[0].load_state(),
-                                        max_length=ctx.run.config.max_length, verbose=False)
-    ctx.run.load_checkpoint(-1)
-    return np.linalg.norm(np.asarray(grads, dtype=np.float64), axis=1)
+    # GraNd (Paul et al. 2021): the per-example gradient norm early in training — here at the first checkpoint
+    grads, _ = influence.per_example_grads(ctx.run.model, ctx.run.tokenizer, ctx.train.texts, ctx.train.labels,
+                                           state=ctx.run.checkpoints[0].load_state(),
+                                           max_length=ctx.run.config.max_length, verbose=False)
+    return torch.linalg.vector_norm(grads.double(), dim=1).numpy()
 
 
 def _score_self_influence(ctx: ScoreContext) -> np.ndarray:
@@ -254,6 +256,7 @@ class RoundRecord:
     wrong_labels_remaining: int = 0
     n_removed: int = 0
     seconds: float = 0.0
+    detection: dict | None = None  # how well this round's scores ranked the still-wrong labels (AUROC, …)
 
 
 @dataclass
@@ -315,7 +318,8 @@ def train_clean_reference(scenario: Scenario, config: TrainConfig, *, verbose: b
 def gbair(scenario: Scenario, *, scorer: str | Callable = "gbair", k: int | None = None, rounds: int = 5,
           fix: str | Callable = "flip", config: TrainConfig | None = None, patience: int = 1,
           warm_start: bool = False, clean: dict | bool = True, seed: int = 0, options: dict | None = None,
-          verbose: bool = True, on_round: Callable[[RoundRecord], None] | None = None) -> Recovery:
+          round0: Run | None = None, verbose: bool = True,
+          on_round: Callable[[RoundRecord], None] | None = None) -> Recovery:
     """Run the recovery loop with one scorer and return every round's record.
 
     Args:
@@ -332,6 +336,8 @@ def gbair(scenario: Scenario, *, scorer: str | Callable = "gbair", k: int | None
         clean: also train on the true labels for the reference (True), pass precomputed metrics, or False.
         options: scorer options: ``variant`` ("dot"|"cosine"), ``checkpoints`` ("all"|"last"),
             ``normalize`` ("none"|"per_mistake") for G-BAIR; ``folds`` for cleanlab.
+        round0: a run already trained on the corrupted labels with ``config`` (shared between scorers: the
+            first round is the same for all of them).
 
     Never changes the scenario: labels are copied; the truth mask is used only to *report* precision.
     """
@@ -375,8 +381,12 @@ def gbair(scenario: Scenario, *, scorer: str | Callable = "gbair", k: int | None
         t0 = time.perf_counter()
         positions = np.flatnonzero(kept)
         current = base.subset(positions).with_labels(labels[positions])
-        run = train(current, val=None, config=config, verbose=False,
-                    **({"model": run.model, "tokenizer": run.tokenizer} if warm_start and run else {}))
+        if r == 0 and round0 is not None:
+            round0.check_data(current)
+            run = round0
+        else:
+            run = train(current, val=None, config=config, verbose=False,
+                        **({"model": run.model, "tokenizer": run.tokenizer} if warm_start and run else {}))
         m = _evaluate(run, scenario.splits.val, scenario.splits.test)
         rec = RoundRecord(round=r, **m, wrong_labels_remaining=int(((labels != truth) & kept).sum()),
                           n_removed=int((~kept).sum()))
@@ -408,6 +418,9 @@ def gbair(scenario: Scenario, *, scorer: str | Callable = "gbair", k: int | None
         ctx = ScoreContext(run, current, scenario.splits.val, config, seed=seed + r, options=options)
         scores = np.full(n, -np.inf)
         scores[positions] = np.asarray(score_fn(ctx), dtype=np.float64)
+        wrong_now = (labels != truth)[positions]
+        if 0 < wrong_now.sum() < len(positions):
+            rec.detection = detection_metrics(scores[positions], wrong_now, k=k)
         scores[reviewed | ~kept] = -np.inf
         order = np.argsort(-scores, kind="stable")
         flagged = [int(p) for p in order[:k] if np.isfinite(scores[p])]
