@@ -30,7 +30,8 @@ from typing import Sequence
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "main", "build_parser", "load_run_data", "QUICK_SIZES", "FULL_SIZES"]
 
-QUICK_SIZES = {"n_train": 300, "n_val": 100, "n_test": 200}  # 300: quick training (57 steps) learns SMS spam; 200 collapsed to "ham"
+# quick: 300 training examples (57 steps of TrainConfig.quick) learn SMS spam; 200 collapsed to "always ham"
+QUICK_SIZES = {"n_train": 300, "n_val": 100, "n_test": 200}
 FULL_SIZES = {"n_train": 1500, "n_val": 300, "n_test": 1000}
 
 
@@ -57,8 +58,9 @@ class Subcommand:
 SUBCOMMANDS: dict[str, Subcommand] = {
     "train": Subcommand("train a prompt-tuned classifier on (optionally corrupted) labels; save checkpoints",
                         "gbair_nb.cli", "train_add_arguments", "train_run"),
+    "recover": Subcommand("G-BAIR: corrupt, then flag, relabel and retrain for a few rounds; write a report",
+                          "gbair_nb.report"),
     # "influence": Subcommand("TracIn scores of a trained run's training examples", "gbair_nb.influence"),
-    # "recover": Subcommand("G-BAIR: flag, relabel and retrain for a few rounds", "gbair_nb.recovery"),
 }
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError,

@@ -110,3 +110,13 @@ def test_bad_input_end_to_end_has_no_traceback(tmp_path):
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     r = gbair("frobnicate")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "invalid choice" in r.stderr
+
+
+def test_registered_subcommands_load_and_reject_bad_input(tmp_path, capsys):
+    for name, spec in cli.SUBCOMMANDS.items():
+        add_arguments, run = spec.load()  # every registration point resolves to real functions
+        assert callable(add_arguments) and callable(run), name
+    if "recover" in cli.SUBCOMMANDS:
+        assert run_main(["recover", "--dataset", "imdb", "--backbone", "tiny", "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: unknown dataset 'imdb'") and err.count("\n") == 1
