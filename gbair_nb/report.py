@@ -40,20 +40,22 @@ def _json_safe(obj):
 
 def run_recovery(scenario: Scenario, *, scorers: Sequence[str] = ("gbair", "random"), k: int | None = None,
                  rounds: int = 5, fix: str = "flip", config=None, seed: int = 0, options: dict | None = None,
-                 patience: int = 1, verbose: bool = True) -> dict:
+                 patience: int = 1, clean: dict | None = None, round0=None, verbose: bool = True) -> dict:
     """Train the clean reference and the corrupted model once, then run the loop with every scorer.
 
     Returns the report (a JSON-ready dict): dataset, sizes, corruption (mode, rate, number of corrupted training
     labels), method, seed, the clean reference, and for each scorer its rounds (metrics, flagged ids, flagged
     precision, wrong labels remaining, seconds, detection metrics) and recovered fraction on macro-F1 and accuracy.
+    ``clean`` (metrics from :func:`train_clean_reference`) and ``round0`` (a run trained on ``scenario.train`` with
+    ``config``) reuse work already done, e.g. in a notebook; by default both are trained here.
     """
     from .train import TrainConfig, train
 
     config = config or TrainConfig.default(seed=seed)
     config = replace(config, seed=seed)
     t0 = time.perf_counter()
-    clean = train_clean_reference(scenario, config)
-    round0 = train(scenario.train, config=config, verbose=False)
+    clean = clean if clean is not None else train_clean_reference(scenario, config)
+    round0 = round0 if round0 is not None else train(scenario.train, config=config, verbose=False)
     results = {}
     for name in scorers:
         if name not in SCORERS:
