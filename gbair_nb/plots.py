@@ -11,7 +11,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["class_counts", "plot_class_counts", "plot_metric_curve", "plot_training", "training_frame"]
+__all__ = ["class_counts", "plot_class_counts", "plot_metric_curve", "plot_training", "training_frame",
+           "score_frame", "plot_score_distributions", "binned_scores", "plot_binned_scores"]
 
 
 _LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
@@ -92,6 +93,102 @@ def plot_training(df: pd.DataFrame, *, ax=None, title: str | None = None):
         right.set_ylim(0, 1)
         lines = ax.get_lines() + right.get_lines()
         ax.legend(lines, [ln.get_label() for ln in lines], fontsize="small", loc="center right")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def _percentile_ranks(scores: np.ndarray) -> np.ndarray:
+    """Rank of each score within its array scaled to [0, 1] (ties share their mean rank): 1 = most suspect."""
+    from scipy.stats import rankdata
+
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) < 2:
+        return np.ones(len(scores))
+    return (rankdata(scores) - 1) / (len(scores) - 1)
+
+
+def score_frame(scores: dict[str, np.ndarray], is_corrupted: Sequence[bool] | np.ndarray) -> pd.DataFrame:
+    """Scores of several detectors on the same examples, as a long frame for distribution plots.
+
+    ``scores``: scorer name → (n,) scores (higher = more suspect), e.g. ``compare_detectors(...).attrs["scores"]``;
+    ``is_corrupted``: (n,) truth mask. Columns: ``scorer``, ``example`` (position), ``score`` (raw), ``rank`` (the
+    score's percentile within its scorer, 0 = least and 1 = most suspect, so scorers on different scales share an
+    axis), ``label`` ("wrong label" / "correct label"). The mean ``rank`` of the wrong labels is close to the AUROC.
+    """
+    y = np.asarray(is_corrupted, dtype=bool)
+    frames = []
+    for name, s in scores.items():
+        s = np.asarray(s, dtype=np.float64)
+        if s.shape != y.shape:
+            raise ValueError(f"scores of {name!r} have shape {s.shape}; is_corrupted has {y.shape}")
+        frames.append(pd.DataFrame({"scorer": name, "example": np.arange(len(s)), "score": s,
+                                    "rank": _percentile_ranks(s),
+                                    "label": np.where(y, "wrong label", "correct label")}))
+    cols = ["scorer", "example", "score", "rank", "label"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def plot_score_distributions(df: pd.DataFrame, *, ax=None, title: str | None = None):
+    """One row per scorer: every example's percentile rank, wrong labels and correct labels side by side
+    (``df`` from :func:`score_frame`). A good detector puts the wrong labels (orange) at the right."""
+    import seaborn as sns
+
+    ax = _axes(ax, figsize=(6.5, 0.55 * max(1, df["scorer"].nunique()) + 1.2))
+    sns.stripplot(data=df, x="rank", y="scorer", hue="label", hue_order=["correct label", "wrong label"],
+                  palette={"correct label": "0.6", "wrong label": "C1"}, dodge=True, jitter=0.25, size=2.5,
+                  alpha=0.7, ax=ax)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("suspicion rank within scorer (percentile; 1 = flagged first)")
+    ax.set_ylabel("scorer")
+    ax.legend(title="", fontsize="small", loc="lower left", markerscale=2)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def binned_scores(values: Sequence[float] | np.ndarray, scores: dict[str, np.ndarray], *,
+                  bins: Sequence[float]) -> pd.DataFrame:
+    """Mean percentile rank of each scorer's scores within bins of ``values`` (e.g. the crowd's confidence).
+
+    ``values``: (n,) numbers to bin (NaN rows are dropped); ``scores``: scorer → (n,) scores (higher = more
+    suspect), ranked over the rows kept; ``bins``: bin edges for ``pd.cut`` (right-closed). Columns: ``scorer``,
+    ``bin`` (label "(a, b]"), ``position`` (0, 1, … in bin order), ``n``, ``mean_rank``, ``sem`` (standard error).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    keep = ~np.isnan(values)
+    cut = pd.cut(values[keep], bins=list(bins))
+    labels = [f"({iv.left:g}, {iv.right:g}]" for iv in cut.categories]
+    rows = []
+    for name, s in scores.items():
+        s = np.asarray(s, dtype=np.float64)
+        if s.shape != values.shape:
+            raise ValueError(f"scores of {name!r} have shape {s.shape}; values have {values.shape}")
+        ranks = _percentile_ranks(s[keep])
+        for pos, (lab, cat) in enumerate(zip(labels, cut.categories)):
+            r = ranks[np.asarray(cut == cat)]
+            rows.append({"scorer": name, "bin": lab, "position": pos, "n": int(len(r)),
+                         "mean_rank": float(r.mean()) if len(r) else float("nan"),
+                         "sem": float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else float("nan")})
+    return pd.DataFrame(rows, columns=["scorer", "bin", "position", "n", "mean_rank", "sem"])
+
+
+def plot_binned_scores(df: pd.DataFrame, *, ax=None, xlabel: str = "crowd confidence in the label",
+                       title: str | None = None):
+    """Mean suspicion rank per bin, one line per scorer, ± one standard error (``df`` from :func:`binned_scores`).
+    The dashed line at 0.5 is what a score unrelated to the binned value gives."""
+    ax = _axes(ax)
+    for i, (name, g) in enumerate(df.groupby("scorer", sort=False)):
+        g = g.sort_values("position")
+        ax.errorbar(g["position"].to_numpy(), g["mean_rank"].to_numpy(), yerr=g["sem"].to_numpy(), marker="o",
+                    capsize=3, color=f"C{i}", label=name)
+    first = df.drop_duplicates("position").sort_values("position")
+    ax.set_xticks(first["position"].to_numpy())
+    ax.set_xticklabels([f"{b}\nn={n}" for b, n in zip(first["bin"], first["n"])], fontsize="small")
+    ax.axhline(0.5, linestyle="--", color="0.5", linewidth=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean suspicion rank (percentile)")
+    ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
     return ax

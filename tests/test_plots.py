@@ -53,3 +53,37 @@ def test_training_plot_from_a_run_record():
     assert np.allclose(ax.get_lines()[0].get_ydata(), [0.6, 0.4])
     twin = [a for a in fig.axes if a is not ax][0]
     assert np.allclose(twin.get_lines()[0].get_ydata(), [0.5, 0.8]) and twin.get_ylabel() == "validation macro-F1"
+
+
+def test_score_frame_ranks_and_distribution_plot():
+    from gbair_nb.plots import plot_score_distributions, score_frame
+
+    y = np.array([False, False, True, False, True])
+    scores = {"loss": np.array([0.1, 0.2, 0.9, 0.3, 0.8]), "random": np.array([5.0, 1.0, 2.0, 4.0, 3.0])}
+    df = score_frame(scores, y)
+    assert list(df.columns) == ["scorer", "example", "score", "rank", "label"] and len(df) == 10
+    assert np.allclose(df.query("scorer == 'loss'")["rank"], [0, 0.25, 1, 0.5, 0.75])
+    assert (df.query("scorer == 'random'")["label"] == ["correct label", "correct label", "wrong label",
+                                                        "correct label", "wrong label"]).all()
+    fig, ax = plt.subplots()
+    assert plot_score_distributions(df, ax=ax) is ax
+    xs = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections if len(c.get_offsets())])
+    assert np.allclose(np.sort(xs), np.sort(df["rank"]))  # every example drawn at its rank
+    assert "rank" in ax.get_xlabel() and ax.get_ylabel() == "scorer"
+    with pytest.raises(ValueError, match="shape"):
+        score_frame({"x": np.zeros(3)}, y)
+
+
+def test_binned_scores_frame_and_plot():
+    from gbair_nb.plots import binned_scores, plot_binned_scores
+
+    conf = np.array([0.3, 0.5, 0.7, 1.0, 1.0, np.nan])
+    s = {"loss": np.array([5.0, 4.0, 3.0, 1.0, 2.0, 9.0])}
+    df = binned_scores(conf, s, bins=[0, 0.6, 0.99, 1.0])
+    assert df["bin"].tolist() == ["(0, 0.6]", "(0.6, 0.99]", "(0.99, 1]"] and df["n"].tolist() == [2, 1, 2]
+    # ranks over the 5 kept rows: 1.0, 0.75, 0.5, 0, 0.25
+    assert np.allclose(df["mean_rank"], [0.875, 0.5, 0.125])
+    ax = plot_binned_scores(df)
+    line = ax.get_lines()[0]
+    assert np.allclose(line.get_xdata(), [0, 1, 2]) and np.allclose(line.get_ydata(), [0.875, 0.5, 0.125])
+    assert ax.get_ylabel().startswith("mean suspicion rank") and "confidence" in ax.get_xlabel()
