@@ -99,6 +99,7 @@ class ScoreContext:
     config: TrainConfig
     seed: int = 0
     options: dict = field(default_factory=dict)
+    round: int = 1  # the round these scores flag examples for (its retraining uses the fixes)
     _cache: dict = field(default_factory=dict)
 
     def probs(self, checkpoint: int = -1) -> np.ndarray:
@@ -415,7 +416,7 @@ def gbair(scenario: Scenario, *, scorer: str | Callable = "gbair", k: int | None
             stopped = "no validation mistakes"
             break
         # score the examples still in the training set, flag the top k not yet reviewed
-        ctx = ScoreContext(run, current, scenario.splits.val, config, seed=seed + r, options=options)
+        ctx = ScoreContext(run, current, scenario.splits.val, config, seed=seed + r, options=options, round=r + 1)
         scores = np.full(n, -np.inf)
         scores[positions] = np.asarray(score_fn(ctx), dtype=np.float64)
         wrong_now = (labels != truth)[positions]
