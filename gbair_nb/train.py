@@ -167,6 +167,18 @@ def _checkpoint_steps(steps_per_epoch: int, epochs: int, n_checkpoints: int) -> 
     return sorted({int(math.ceil(total * (i + 1) / n_checkpoints)) for i in range(n_checkpoints)})
 
 
+def _forward_backward(model, batch: dict) -> float:
+    loss = model(**batch).loss
+    loss.backward()
+    return loss.item()
+
+
+# How one batch becomes gradients (in each trainable tensor's .grad) and its mean loss: the one hook for
+# data-parallel training. gbair_nb.distributed swaps in its version (each process takes its rows of the batch, the
+# gradients are summed over processes) while a torchrun job runs; nothing else should replace it.
+forward_backward = _forward_backward
+
+
 def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: TrainConfig | None = None,
           out_dir: str | Path | None = None, model=None, tokenizer=None, verbose: bool = True) -> Run:
     """Train a PET model on ``train_ds`` (with whatever labels it carries) and save checkpoints.
@@ -230,9 +242,8 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
         losses = []
         for batch in batches(tokenizer, texts, labels, batch_size=config.batch_size,
                              max_length=config.max_length, device=dev):
-            loss = model(**batch).loss
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = forward_backward(model, batch)  # the batch's mean loss; its gradients are in .grad
             if masker is None or masker.before_step(last=step + 1 == total):  # GMT steps every `interval` batches
                 opt.step()
                 if masker is not None:
@@ -241,7 +252,7 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
                 warnings.simplefilter("ignore", UserWarning)
                 sched.step()
             step += 1
-            losses.append(loss.item())
+            losses.append(loss)
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.3f}")
             if step in save_at:
