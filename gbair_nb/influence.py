@@ -497,7 +497,8 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
                          on_labels: Sequence[int] | None = None, *, variant: str = "dot", normalize: str = "none",
                          checkpoints_used: str | Sequence[int] = "all",
                          per_checkpoint: bool = False, method: str = "auto", batch_size: int = 16,
-                         max_length: int = 64, chunk_size: int = 1024, verbose: bool = True) -> np.ndarray:
+                         max_length: int = 64, chunk_size: int = 1024, verbose: bool = True,
+                         reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
     """Σ_{z'∈on} TracInCP(z, z') for every training example z: (n_train,), or (n_checkpoints, n_train).
 
     Computed as Σ_c ∇ℓ(θ_c, z) · (lrs_c ⊙ Σ_{z'} ∇ℓ(θ_c, z')) — one vector per checkpoint, never an n_train × |on|
@@ -508,6 +509,10 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
     ``normalize="per_mistake"`` scales each gradient of the ``on`` set to unit length (per checkpoint) before the sum,
     so every mistake gets an equal vote and a few very high-loss mistakes cannot dominate; ``"none"`` (default) is
     the plain sum. (``variant="cosine"`` normalises both sides.)
+
+    ``reduce`` is applied to each checkpoint's summed ``on``-side vector (1, P) before the training set is scored:
+    when several processes each hold a slice of ``on``, an all-reduce sum there gives every process the whole set's
+    vector (``gbair_nb.distributed`` does this; it is then called even when this process's slice is empty).
     """
     if normalize not in ("none", "per_mistake"):
         raise InfluenceError(f"normalize={normalize!r}; use 'none' or 'per_mistake'")
@@ -518,9 +523,11 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
     out = np.zeros((len(s.ckpts), len(tr_texts)), dtype=np.float32)
     total = len(s.ckpts) * (len(on_texts) + len(tr_texts))
     with _preserved(model), _progress(total, "aggregated influence", verbose) as pbar:
-        if len(on_texts):
+        if len(on_texts) or reduce is not None:
             vs = _test_side(model, s, on_texts, on_lab, summed=True, chunk_size=chunk_size, pbar=pbar,
                             unit=normalize == "per_mistake")
+            if reduce is not None:
+                vs = [reduce(v) for v in vs]
             for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, chunk_size, pbar):
                 out[c, start:stop] = (g @ vs[c][0]).numpy()
     return out if per_checkpoint else out.sum(0)
