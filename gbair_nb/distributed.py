@@ -1,0 +1,521 @@
+"""Beyond one process: the G-BAIR job over ``torch.distributed`` (torchrun, accelerate launch), sharded and exact.
+
+``torchrun --nproc_per_node N -m gbair_nb recover …`` starts N copies of the same command. Inside :func:`job` each
+copy joins one process group (gloo on CPU, nccl on GPU) and the work is split so that the result equals the
+single-process run — same flagged ids in the same order, metrics equal up to the order of float sums:
+
+- **training** (data parallel): every rank walks the same shuffled batches (same seed) and takes its own rows of each
+  batch; the gradients of the trainable tensors (a few thousand numbers for prompt tuning) are summed over ranks
+  after ``backward``, each rank's mean loss weighted by its share of rows, so every rank holds the gradient of the
+  *global* batch mean and takes the same optimizer step. One ``all_reduce`` per step, no ``DistributedDataParallel``
+  wrapper: DDP's bucketing and overlap pay off for millions of parameters, not for a soft prompt, and a plain
+  reduce keeps the model an ordinary peft model. Dropout draws the mask of the *whole* batch on every rank and
+  keeps its own rows, so the random masks are the single-process ones too.
+- **scoring** (the per-example gradient pass): each rank scores a contiguous slice of the training set and the
+  scores are gathered in order. For G-BAIR each rank also sums the gradients of its slice of the validation
+  mistakes and the summed vector is all-reduced. Every rank then ranks the same full score vector, so every rank
+  flags the same ids in the same order. ``top_influences`` gathers each rank's top k and keeps the best k.
+- **evaluation** (forward passes on validation and test) runs on every rank: it is cheap and it keeps the ranks in
+  step without more messages.
+- **writing**: only rank 0 writes, and only after every rank has finished and agreed on the flagged ids. A rank
+  that fails publishes its error to the process group's store; rank 0 prints it and the job ends non-zero with no
+  report.
+
+Nothing here runs at import time; outside torchrun/accelerate :func:`job` is a no-op and the helpers act on one
+process. The hooks it installs while a job runs: ``gbair_nb.train.forward_backward`` (the training step) and the
+per-example entries of ``gbair_nb.recovery.SCORERS``.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import io
+import json
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["DistributedError", "Job", "job", "launched", "backend", "rank", "world_size", "is_active", "part",
+           "gather", "all_reduce_sum", "self_influence", "aggregated_influence", "top_influences",
+           "forward_backward", "write_atomic", "FAIL_ENV", "TIMEOUT_ENV"]
+
+FAIL_ENV = "GBAIR_DIST_FAIL_RANK"  # test hook: this rank raises at its 3rd training step
+TIMEOUT_ENV = "GBAIR_DIST_TIMEOUT"  # seconds a collective may wait for a silent rank (default 1800)
+BACKEND_ENV = "GBAIR_DIST_BACKEND"  # force "gloo" or "nccl"
+
+
+class DistributedError(RuntimeError):
+    """The job across processes could not go on: a rank failed or the ranks disagree."""
+
+
+# ------------------------------------------------------------------------------------------------- the world
+def launched() -> bool:
+    """Whether this process was started as one of several by torchrun / accelerate launch (``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def is_active() -> bool:
+    """Whether a process group of more than one process is up."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 when alone)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if is_active() else 0
+
+
+def world_size() -> int:
+    """Number of processes in the job (1 when alone)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if is_active() else 1
+
+
+def backend() -> str:
+    """The backend a new job uses: ``nccl`` when this process sees a GPU, else ``gloo``; ``$GBAIR_DIST_BACKEND``
+    overrides."""
+    forced = os.environ.get(BACKEND_ENV)
+    if forced:
+        if forced not in ("gloo", "nccl"):
+            raise ValueError(f"{BACKEND_ENV}={forced!r}; use 'gloo' (CPU) or 'nccl' (GPU)")
+        return forced
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def _comm_device() -> torch.device:
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def part(n: int, *, r: int | None = None, world: int | None = None) -> slice:
+    """This rank's contiguous block of ``n`` items: ``slice(n·r // W, n·(r+1) // W)`` (sizes differ by at most 1).
+
+    Concatenating every rank's block in rank order gives ``range(n)`` back, which is how :func:`gather` restores
+    the single-process order.
+    """
+    r = rank() if r is None else r
+    world = world_size() if world is None else world
+    return slice(n * r // world, n * (r + 1) // world)
+
+
+def gather(local: np.ndarray | torch.Tensor, n: int) -> np.ndarray:
+    """Concatenate every rank's block (rank order) into the full (n, …) array, on every rank.
+
+    ``local`` holds this rank's rows ``part(n)``. Alone, ``local`` is returned as an array.
+    """
+    local = torch.as_tensor(np.ascontiguousarray(local) if isinstance(local, np.ndarray) else local)
+    if not is_active():
+        return local.numpy()
+    import torch.distributed as dist
+
+    world = world_size()
+    sizes = [part(n, r=r, world=world) for r in range(world)]
+    sizes = [s.stop - s.start for s in sizes]
+    if local.shape[0] != sizes[rank()]:
+        raise DistributedError(f"rank {rank()} holds {local.shape[0]} rows; its part of {n} is {sizes[rank()]}")
+    dev = _comm_device()
+    padded = torch.zeros((max(sizes),) + tuple(local.shape[1:]), dtype=local.dtype, device=dev)
+    padded[:local.shape[0]] = local.to(dev)
+    bufs = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(bufs, padded)
+    return torch.cat([b[:s] for b, s in zip(bufs, sizes)]).cpu().numpy()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``t`` over ranks (a new tensor on ``t``'s device); ``t`` itself when alone."""
+    if not is_active():
+        return t
+    import torch.distributed as dist
+
+    buf = t.detach().to(_comm_device(), copy=True)
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    return buf.to(t.device)
+
+
+# ------------------------------------------------------------------------------------------ data-parallel step
+@contextmanager
+def _whole_batch_dropout(batch_size: int, rows: slice) -> Iterator[None]:
+    """While inside, dropout on a (rows, …) tensor draws the mask of the whole (batch_size, …) batch and keeps
+    ``rows``: the random stream — and the masks — are exactly those of the single-process step."""
+    import torch.nn.functional as F
+
+    original = F.dropout
+    n_local = rows.stop - rows.start
+
+    def dropout(input, p=0.5, training=True, inplace=False):
+        if not training or p == 0.0 or input.dim() == 0 or input.shape[0] != n_local:
+            return original(input, p, training, inplace)
+        whole = torch.ones((batch_size,) + tuple(input.shape[1:]), dtype=input.dtype, device=input.device)
+        mask = original(whole, p, True)[rows]  # = bernoulli(1-p) / (1-p), the rows of the whole batch's mask
+        return input.mul_(mask) if inplace else input * mask
+
+    F.dropout = dropout
+    try:
+        yield
+    finally:
+        F.dropout = original
+
+
+_steps_taken = 0
+
+
+def forward_backward(model, batch: dict) -> float:
+    """One data-parallel training step's gradients: the same contract as ``gbair_nb.train.forward_backward``.
+
+    Each rank runs forward/backward on its rows ``part(B)`` of the batch, with its mean loss weighted by
+    ``rows / B``; the trainable gradients (and the loss) are then summed over ranks, so every rank holds
+    ∇ (1/B) Σ_b ℓ_b — the single-process gradient — and returns the batch's mean loss.
+    """
+    global _steps_taken
+    _steps_taken += 1
+    if os.environ.get(FAIL_ENV) == str(rank()) and _steps_taken == 3:
+        raise RuntimeError(f"injected failure on rank {rank()} ({FAIL_ENV}={rank()})")
+    size = int(batch["input_ids"].shape[0])
+    rows = part(size)
+    n = rows.stop - rows.start
+    params = [p for p in model.parameters() if p.requires_grad]
+    dev = params[0].device
+    loss_sum = torch.zeros(1, dtype=torch.float64, device=dev)
+    if n:
+        local = {k: v[rows] for k, v in batch.items()}
+        with _whole_batch_dropout(size, rows):
+            loss = model(**local).loss
+        (loss * (n / size)).backward()
+        loss_sum += loss.detach().double() * n
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).double() for p in params]
+                     + [loss_sum])
+    flat = all_reduce_sum(flat)
+    start = 0
+    for p in params:
+        p.grad = flat[start:start + p.numel()].view_as(p).to(p.dtype).clone()
+        start += p.numel()
+    return float(flat[-1]) / size
+
+
+# ----------------------------------------------------------------------------------------- sharded influence
+def _slice_examples(data: Any, labels: Any, sl: slice) -> tuple[Any, Any]:
+    if hasattr(data, "subset"):  # a TextDataset: keep its ids
+        sub = data.subset(np.arange(sl.start, sl.stop))
+        return sub, (None if labels is None else np.asarray(labels)[sl])
+    return list(data)[sl], (None if labels is None else np.asarray(labels)[sl])
+
+
+def self_influence(model, tokenizer, checkpoints: Sequence[Any], train: Any, train_labels=None,
+                   **options) -> np.ndarray:
+    """:func:`gbair_nb.influence.self_influence`, each rank on its slice of ``train``, gathered: (n_train,) on every
+    rank (or (n_checkpoints, n_train) with ``per_checkpoint=True``). Higher = more likely mislabeled."""
+    from . import influence
+
+    n = len(train.texts) if hasattr(train, "texts") else len(train)
+    sub, sub_labels = _slice_examples(train, train_labels, part(n))
+    local = influence.self_influence(model, tokenizer, checkpoints, sub, sub_labels, **options)
+    return np.moveaxis(gather(np.moveaxis(local, -1, 0), n), 0, -1)
+
+
+def aggregated_influence(model, tokenizer, checkpoints: Sequence[Any], train: Any, train_labels=None, on: Any = None,
+                         on_labels=None, **options) -> np.ndarray:
+    """:func:`gbair_nb.influence.aggregated_influence`, sharded twice: each rank sums the gradients of its slice of
+    ``on`` (the all-reduce completes the test-side vector) and scores its slice of ``train``; gathered, (n_train,) on
+    every rank. Negative = pushed the model toward the ``on`` examples. Same call styles as the original."""
+    from . import influence
+
+    train, train_labels, on, on_labels = influence._pairs(train, train_labels, on, on_labels)
+    n = len(train.texts) if hasattr(train, "texts") else len(train)
+    n_on = len(on.texts) if hasattr(on, "texts") else len(on)
+    if on_labels is None and hasattr(on, "labels"):
+        on_labels = on.labels
+    if train_labels is None and hasattr(train, "labels"):
+        train_labels = train.labels
+    sub, sub_labels = _slice_examples(train, train_labels, part(n))
+    on_sub, on_sub_labels = _slice_examples(on, on_labels, part(n_on))
+    local = influence.aggregated_influence(model, tokenizer, checkpoints, list(getattr(sub, "texts", sub)),
+                                           sub_labels, list(getattr(on_sub, "texts", on_sub)), on_sub_labels,
+                                           reduce=all_reduce_sum, **options)
+    return np.moveaxis(gather(np.moveaxis(local, -1, 0), n), 0, -1)
+
+
+def top_influences(model, tokenizer, checkpoints: Sequence[Any], train: Any, train_labels=None, test: Any = None,
+                   test_labels=None, *, k: int = 5, **options):
+    """:func:`gbair_nb.influence.top_influences` with the training set sharded: each rank finds the top ``k`` of its
+    slice for every test example, the candidates are gathered and the best ``k`` kept. Returns ``(proponents,
+    opponents)`` on every rank; ids are those of the whole training set."""
+    import pandas as pd
+
+    from . import influence
+
+    train, train_labels, test, test_labels = influence._pairs(train, train_labels, test, test_labels)
+    if not hasattr(train, "texts"):  # plain lists: ids are positions in the whole list
+        from .data import TextDataset
+
+        labels = np.asarray(train_labels, dtype=np.int64)
+        train = TextDataset(ids=np.arange(len(train), dtype=np.int64), texts=list(train), labels=labels,
+                            class_names=[str(c) for c in range(int(labels.max()) + 1)], name="train",
+                            extra=pd.DataFrame(index=range(len(train))))
+        train_labels = None
+    n = len(train.texts)
+    sub, sub_labels = _slice_examples(train, train_labels, part(n))
+    pro, opp = influence.top_influences(model, tokenizer, checkpoints, sub, sub_labels, test, test_labels, k=k,
+                                        **options)
+    if not is_active():
+        return pro, opp
+    import torch.distributed as dist
+
+    frames = [None] * world_size()
+    dist.all_gather_object(frames, (pro, opp))
+    out = []
+    for i, ascending in ((0, False), (1, True)):
+        df = pd.concat([f[i] for f in frames], ignore_index=True)
+        df["_order"] = np.arange(len(df))  # ties keep the lower training position first
+        df = (df.sort_values(["test_id", "score", "_order"], ascending=[True, ascending, True], kind="stable")
+              .groupby("test_id", sort=False).head(k).drop(columns="_order"))
+        df["rank"] = df.groupby("test_id").cumcount() + 1
+        first = {t: j for j, t in enumerate(dict.fromkeys(frames[0][i]["test_id"]))}
+        df = df.sort_values("test_id", key=lambda s: s.map(first), kind="stable").reset_index(drop=True)
+        out.append(df)
+    return out[0], out[1]
+
+
+# ------------------------------------------------------------------------------------------- sharded scorers
+_PER_EXAMPLE = ("self_influence", "grand", "loss", "margin", "el2n")  # score(i) depends on example i alone
+
+
+def _sharded_scorer(fn: Callable) -> Callable:
+    def scorer(ctx) -> np.ndarray:
+        n = len(ctx.train)
+        sl = part(n)
+        sub = replace(ctx, train=ctx.train.subset(np.arange(sl.start, sl.stop)), _cache={})
+        return gather(np.asarray(fn(sub), dtype=np.float64), n)
+
+    scorer.__name__ = getattr(fn, "__name__", "scorer") + "_sharded"
+    scorer.__doc__ = f"{fn.__doc__ or ''} (each rank scores its slice of the training set; gathered)"
+    return scorer
+
+
+def _score_gbair(ctx) -> np.ndarray:
+    """− Σ_{z'∈M} TracInCP(z, z'), both the training set and the mistakes M sharded over ranks."""
+    from .recovery import _influence_kwargs
+
+    mistakes = ctx.val_mistakes()
+    if len(mistakes) == 0:
+        return np.zeros(len(ctx.train))
+    agg = aggregated_influence(
+        ctx.run.model, ctx.run.tokenizer, ctx.run.checkpoints, ctx.train.texts, ctx.train.labels,
+        [ctx.val.texts[i] for i in mistakes], ctx.val.labels[mistakes], max_length=ctx.run.config.max_length,
+        normalize=ctx.options.get("normalize", "none"), verbose=False, **_influence_kwargs(ctx))
+    return -np.asarray(agg, dtype=np.float64)
+
+
+@contextmanager
+def _hooks() -> Iterator[None]:
+    from . import recovery, train
+
+    saved_step, saved_scorers = train.forward_backward, dict(recovery.SCORERS)
+    train.forward_backward = forward_backward
+    for name in _PER_EXAMPLE:
+        if name in recovery.SCORERS:
+            recovery.SCORERS[name] = _sharded_scorer(saved_scorers[name])
+    recovery.SCORERS["gbair"] = _score_gbair
+    try:
+        yield
+    finally:
+        train.forward_backward = saved_step
+        recovery.SCORERS.update(saved_scorers)
+
+
+# ------------------------------------------------------------------------------------------ the job and failure
+def _digest(report: Any) -> str:
+    """What every rank must agree on before rank 0 writes: the flagged ids of every scorer and round."""
+    if isinstance(report, dict) and "scorers" in report:
+        report = {name: [r.get("flagged_ids") for r in res["rounds"]] + [res.get("final_round")]
+                  for name, res in report["scorers"].items()}
+    return hashlib.sha256(json.dumps(report, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class Job:
+    """This process's place in the job: ``rank``, ``world_size``; ``is_main`` (rank 0) writes."""
+
+    rank: int = 0
+    world_size: int = 1
+    backend: str | None = None
+    _store: Any = field(default=None, repr=False)
+    _prefix: str = ""
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def agree(self, result: Any) -> bool:
+        """Wait for every rank to finish, check that they agree on ``result`` (a report: its flagged ids);
+        return True on rank 0 (go on and write), False elsewhere. Raises :class:`DistributedError` if they differ."""
+        if self.world_size == 1:
+            return True
+        import torch.distributed as dist
+
+        digests = [None] * self.world_size
+        dist.all_gather_object(digests, _digest(result))
+        self._done.set()  # from here on nobody aborts the job: it has a result
+        if len(set(digests)) > 1:
+            raise DistributedError(f"the ranks disagree on the result (digests {[d[:8] for d in digests]}); "
+                                   "no report written")
+        return self.is_main
+
+    # --- failure protocol (through the process group's TCP store)
+    def _key(self, what: str) -> str:
+        return f"{self._prefix}/{what}"
+
+    def _publish(self, exc: BaseException) -> None:
+        if self._store is None:
+            return
+        try:
+            self._store.set(self._key(f"error/{self.rank}"), f"{type(exc).__name__}: {exc}"[:2000])
+            self._store.add(self._key("errors"), 1)
+        except Exception:  # the store is gone too: torchrun will still see our exit code
+            pass
+
+    def _errors(self) -> dict[int, str]:
+        out = {}
+        for r in range(self.world_size):
+            key = self._key(f"error/{r}")
+            try:
+                if self._store.check([key]):
+                    out[r] = self._store.get(key).decode()
+            except Exception:
+                break
+        return out
+
+    def _failure_message(self, errors: dict[int, str]) -> str:
+        parts = "; ".join(f"rank {r} failed: {m}" for r, m in sorted(errors.items()))
+        return f"error: {parts} — job of {self.world_size} processes stopped, no report written"
+
+    def _watch(self) -> None:
+        """Every rank: when another rank has published an error, stop this process. Rank 0 says why first."""
+        while not self._done.wait(0.3):
+            try:
+                if self._store.add(self._key("errors"), 0) == 0:
+                    continue
+            except Exception:
+                return
+            if self._done.is_set():
+                return
+            errors = {r: m for r, m in self._errors().items() if r != self.rank}
+            if not errors:
+                continue
+            if self.is_main:
+                print(self._failure_message(errors), file=sys.stderr, flush=True)
+                try:
+                    self._store.set(self._key("ack"), "1")
+                except Exception:
+                    pass
+            sys.stdout.flush()
+            os._exit(1)
+
+
+def _open_store(timeout: datetime.timedelta):
+    import torch.distributed as dist
+
+    host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not host or not port:
+        return None
+    try:
+        return dist.TCPStore(host, int(port), is_master=False, timeout=timeout, wait_for_workers=False)
+    except Exception:
+        return None
+
+
+@contextmanager
+def job() -> Iterator[Job]:
+    """Run the enclosed work as one process of a torchrun / accelerate job, or alone.
+
+    Launched (``RANK`` and ``WORLD_SIZE`` > 1 in the environment): joins the process group (nccl with a GPU, gloo
+    without; ``LOCAL_RANK`` picks the GPU; collectives time out after ``$GBAIR_DIST_TIMEOUT`` s, default 1800),
+    installs the data-parallel training step and the sharded scorers, and watches for a failed rank. Call
+    ``j.agree(result)`` before writing: True on rank 0 only, after every rank finished with the same flagged ids.
+
+    A rank that raises publishes its error; rank 0 prints ``error: rank R failed: …`` and every process exits
+    non-zero without writing. Alone: yields ``Job()`` (rank 0 of 1) and changes nothing.
+    """
+    if not launched():
+        yield Job()
+        return
+    import torch.distributed as dist
+
+    timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
+    own_group = not dist.is_initialized()
+    be = backend()
+    if be == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if own_group:
+        dist.init_process_group(backend=be, timeout=timeout)
+    prefix = "gbair_nb/{}/{}".format(os.environ.get("TORCHELASTIC_RUN_ID", os.environ.get("MASTER_PORT", "job")),
+                                     os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    j = Job(rank=dist.get_rank(), world_size=dist.get_world_size(), backend=dist.get_backend(),
+            _store=_open_store(timeout), _prefix=prefix)
+    if j._store is not None:
+        threading.Thread(target=j._watch, name="gbair_nb-watchdog", daemon=True).start()
+    try:
+        with _hooks():
+            yield j
+    except BaseException as exc:
+        if j._done.is_set():  # the job had its result; this is rank 0's own writing error, say it as usual
+            raise
+        j._publish(exc)
+        if j.is_main:
+            time.sleep(0.5)  # another rank's error may be the cause (a collective broke): name it
+            others = {r: m for r, m in j._errors().items() if r != 0}
+            if others:
+                j._done.set()
+                print(j._failure_message(others), file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
+            raise
+        print(f"rank {j.rank}: {type(exc).__name__}: {exc} (reported to rank 0)", file=sys.stderr, flush=True)
+        deadline = time.monotonic() + 10  # let rank 0 say why before torchrun stops it
+        while time.monotonic() < deadline and j._store is not None:
+            try:
+                if j._store.check([j._key("ack")]):
+                    break
+            except Exception:
+                break
+            time.sleep(0.1)
+        j._done.set()
+        raise SystemExit(1) from None
+    else:
+        j._done.set()
+    finally:
+        j._done.set()
+        if own_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers see the old file or the whole new
+    one, never half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if isinstance(data, str):
+        tmp.write_text(data)
+    else:
+        tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def figure_bytes(fig, **savefig_kwargs) -> bytes:
+    """A matplotlib figure as PNG bytes (for :func:`write_atomic`)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **savefig_kwargs)
+    return buf.getvalue()
