@@ -199,10 +199,15 @@ def run(args: argparse.Namespace) -> int:
     rounds = args.rounds or (2 if quick else 5)
     print(f"scenario {scenario.name}: {scenario.splits.sizes()}, {scenario.corruption.n_corrupted} corrupted "
           f"training labels; scorers {', '.join(scorers)}; quick mode {'on' if quick else 'off'}", file=sys.stderr)
-    report = run_recovery(scenario, scorers=scorers, k=args.k, rounds=rounds, fix=args.fix, config=config,
-                          seed=args.seed, options={"variant": args.variant}, verbose=not args.quiet)
+    from .distributed import figure_bytes, job, write_atomic
+
+    with job() as j:  # under torchrun / accelerate launch: one process of several (docs/distributed.md)
+        report = run_recovery(scenario, scorers=scorers, k=args.k, rounds=rounds, fix=args.fix, config=config,
+                              seed=args.seed, options={"variant": args.variant}, verbose=not args.quiet and j.is_main)
+        if not j.agree(report):  # every rank finished with the same flagged ids; only rank 0 writes
+            return 0
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_atomic(out / "report.json", json.dumps(report, indent=2))  # whole or not at all
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
 
     ax = plot_recovery_curves(report)
     ax.figure.tight_layout()
-    ax.figure.savefig(out / "recovery_curve.png", dpi=120)
+    write_atomic(out / "recovery_curve.png", figure_bytes(ax.figure, dpi=120))
     plt.close(ax.figure)
     print(f"clean macro-F1 {report['clean']['test_macro_f1']:.3f}, corrupted {report['corrupted']['test_macro_f1']:.3f}")
     for name, res in report["scorers"].items():
