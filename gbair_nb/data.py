@@ -297,22 +297,27 @@ def split(ds: TextDataset, *, n_train: float | int = 0.6, n_val: float | int = 0
         raise DataError(f"every class needs at least 3 examples to be split three ways; counts: "
                         f"{dict(zip(ds.class_names, counts.tolist()))}")
     rng = np.random.default_rng(seed)
-    # stratified: allocate each class's share of every split by largest remainder, then draw without replacement
+    # stratified: each split takes each class's share of its size (largest remainder), at least one per class
+    # where that class still has examples left, and never more than what is left
     take = np.zeros((3, ds.num_classes), dtype=np.int64)
+    left = counts.copy()
     for s, size in enumerate(sizes):
         exact = size * counts / n
-        base = np.floor(exact).astype(np.int64)
-        base = np.maximum(base, 1)
-        rest = size - base.sum()
-        order = np.argsort(-(exact - np.floor(exact)))
-        for c in order[: max(rest, 0)]:
-            base[c] += 1
-        while base.sum() > size:  # the "at least one per class" floor overshot
-            base[np.argmax(base)] -= 1
+        base = np.minimum(np.floor(exact).astype(np.int64), left)
+        base = np.where((base == 0) & (left > 0), 1, base)
+        while base.sum() > size:  # the one-per-class floor overshot: take back from the largest
+            base[np.argmax(base - (exact if size >= ds.num_classes else 0))] -= 1
+        for c in np.argsort(-(exact - base), kind="stable"):  # fill up by largest shortfall
+            while base.sum() < size and base[c] < left[c] and base[c] < np.ceil(exact[c]):
+                base[c] += 1
+        for c in np.argsort(-left, kind="stable"):  # still short (a class ran out): any class with room
+            while base.sum() < size and base[c] < left[c]:
+                base[c] += 1
+        if base.sum() < size:
+            raise DataError(f"split sizes {sizes} need more examples than {ds.name!r} has "
+                            f"({dict(zip(ds.class_names, counts.tolist()))}); choose smaller sizes")
         take[s] = base
-    if (take.sum(axis=0) > counts).any():
-        raise DataError(f"split sizes {sizes} need more examples of some class than {ds.name!r} has "
-                        f"({dict(zip(ds.class_names, counts.tolist()))}); choose smaller sizes")
+        left -= base
     parts: list[list[int]] = [[], [], []]
     for c in range(ds.num_classes):
         pos = rng.permutation(np.flatnonzero(ds.labels == c))

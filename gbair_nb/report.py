@@ -176,6 +176,11 @@ def _scenario_from_args(args, quick: bool) -> Scenario:
     return make_scenario(dataset, seed=args.seed, **spec)
 
 
+def _fmt(x) -> str:
+    """Two decimals, or "n/a" where a value is undefined (e.g. recovery when clean = corrupted)."""
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def run(args: argparse.Namespace) -> int:
     from .config import quick_mode, setup
 
@@ -222,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         fin = next(r for r in res["rounds"] if r["round"] == res["final_round"])
         prec = [r["flagged_precision"] for r in res["rounds"][1:]]
         print(f"  {name:>15}: final macro-F1 {fin['test_macro_f1']:.3f} (round {res['final_round']}), recovered "
-              f"{res['recovered_fraction']['test_macro_f1']:.2f}, flagged precision "
-              f"{', '.join(f'{p:.2f}' for p in prec) or '-'}; stopped: {res['stopped_because']}")
+              f"{_fmt(res['recovered_fraction']['test_macro_f1'])}, flagged precision "
+              f"{', '.join(_fmt(p) for p in prec) or '-'}; stopped: {res['stopped_because']}")
     print(f"{report['seconds']:.0f} s → {out}/report.json, {out}/recovery_curve.png")
     return 0

@@ -200,6 +200,7 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
     if model is None:
         model, tokenizer = make_model(config.method, num_labels=train_ds.num_classes, backbone=config.backbone,
                                       seed=config.seed, **config.method_options)
+    set_seed(config.seed)  # same dropout masks and order whether the model was built here or passed in
     model.to(dev)
     groups = _param_groups(model, config)
     opt = torch.optim.AdamW([{"params": g["params"], "lr": g["lr"]} for g in groups],

@@ -216,3 +216,13 @@ def test_split_sizes_that_do_not_fit(sms):
     _one_error(split, sms, n_train=0, n_val=10, n_test=10, match="n_train must be a positive count")
     tiny = sms.subset(list(np.flatnonzero(sms.labels == 0)[:40]) + list(np.flatnonzero(sms.labels == 1)[:2]))  # only 2 spam
     _one_error(split, tiny, n_train=10, n_val=5, n_test=5, match="at least 3 examples")
+
+
+def test_split_tiny_dataset_that_fits():
+    """7 examples (4 ham, 3 spam) into 4/1/1: fits, so it must split (the one-per-class floor used to overshoot)."""
+    ds = TextDataset(np.arange(7), [f"t{i}" for i in range(7)], [0, 0, 0, 0, 1, 1, 1], ["ham", "spam"])
+    s = split(ds, n_train=4, n_val=1, n_test=1, seed=3)
+    assert s.sizes() == {"train": 4, "val": 1, "test": 1}
+    used = np.concatenate([s.train.ids, s.val.ids, s.test.ids])
+    assert len(set(used.tolist())) == 6
+    assert (s.train.class_counts() >= 1).all()
