@@ -358,9 +358,9 @@ def per_example_grads(model: nn.Module, tokenizer, texts: Sequence[str], labels:
         sort_by_length: batch examples of similar token lengths together (less padding); rows stay in input order.
 
     Returns:
-        ``(grads, slices)``: ``grads`` is an (n, P) float32 CPU tensor (float64 for a float64 model), row i = flattened ∇θ ℓ(θ, z_i) in
-        ``trainable_names(model)`` order; ``slices[name]`` is that parameter's column range, so per-parameter
-        learning rates can be applied (see :func:`lr_vector`).
+        ``(grads, slices)``: ``grads`` is an (n, P) float32 CPU tensor (float64 for a float64 model), row i =
+        flattened ∇θ ℓ(θ, z_i) in ``trainable_names(model)`` order; ``slices[name]`` is that parameter's column
+        range, so per-parameter learning rates can be applied (see :func:`lr_vector`).
     """
     method = _resolve(model, method)
     labels = np.asarray(labels, dtype=np.int64)
@@ -414,7 +414,8 @@ def _test_side(model, s: _Setup, texts, labels, *, summed: bool, chunk_size: int
     return out
 
 
-def _train_chunks(model, s: _Setup, texts, labels, chunk_size: int, pbar) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+def _train_chunks(model, s: _Setup, texts, labels, chunk_size: int,
+                  pbar) -> Iterator[tuple[int, int, int, torch.Tensor]]:
     """Stream the training set: (start, stop, checkpoint index, (chunk, P) gradients), chunks outer, checkpoints
     inner, so scores for a chunk are complete before the next chunk's gradients are computed."""
     for start in range(0, len(texts), chunk_size):
@@ -546,7 +547,8 @@ def _predict(model, tokenizer, texts, batch_size, max_length) -> np.ndarray:
 
 def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
                    train_labels: Sequence[int] | None = None, test: Any = None,
-                   test_labels: Sequence[int] | None = None, *, k: int = 5, variant: str = "dot", checkpoints_used: str | Sequence[int] = "all", method: str = "auto",
+                   test_labels: Sequence[int] | None = None, *, k: int = 5, variant: str = "dot",
+                   checkpoints_used: str | Sequence[int] = "all", method: str = "auto",
                    batch_size: int = 16, max_length: int = 64, chunk_size: int = 1024, with_predictions: bool = True,
                    verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The k strongest proponents and opponents in the training set of every test example, streamed: memory is
