@@ -200,6 +200,10 @@ def run(args: argparse.Namespace) -> int:
     from .train import TrainConfig
 
     overrides = {"seed": args.seed, "backbone": args.backbone, "method": args.method}
+    from .llm import is_causal_lm, task_options
+
+    if is_causal_lm(args.backbone):  # a decoder answers with label words: the dataset's template and verbalizer
+        overrides.update(method_options=task_options(scenario.splits.train), batch_size=8)
     config = TrainConfig.quick(**overrides) if quick else TrainConfig(**overrides)
     rounds = args.rounds or (2 if quick else 5)
     print(f"scenario {scenario.name}: {scenario.splits.sizes()}, {scenario.corruption.n_corrupted} corrupted "
