@@ -56,7 +56,7 @@ def markdown(df: pd.DataFrame) -> str:
 
 def main(argv=None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="200 training examples, 2 epochs, max length 40")
+    ap.add_argument("--quick", action="store_true", help="200 training examples, 3 epochs, max length 40, head lr 5e-2")
     ap.add_argument("--methods", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--gbair", action="store_true", help="also one G-BAIR round per method (k = 4%% of train)")
     ap.add_argument("--epochs", type=int, default=None)
@@ -69,8 +69,8 @@ def main(argv=None) -> pd.DataFrame:
     if args.quick:
         sizes.update(n_train=200, n_val=100, n_test=200)
     scenario = make_scenario(**sizes, seed=args.seed)
-    base = TrainConfig(backbone="minilm", epochs=args.epochs or (2 if args.quick else 4),
-                       max_length=40 if args.quick else 64, lr_head=1e-2, seed=args.seed)
+    base = TrainConfig(backbone="minilm", epochs=args.epochs or (3 if args.quick else 4),
+                       max_length=40 if args.quick else 64, lr_head=5e-2 if args.quick else 1e-2, seed=args.seed)
     print(f"data: {scenario.summary()}", flush=True)
     rows = []
     for name in args.methods:
