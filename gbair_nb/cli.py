@@ -60,7 +60,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
                         "gbair_nb.cli", "train_add_arguments", "train_run"),
     "recover": Subcommand("G-BAIR: corrupt, then flag, relabel and retrain for a few rounds; write a report",
                           "gbair_nb.report"),
-    # "influence": Subcommand("TracIn scores of a trained run's training examples", "gbair_nb.influence"),
+    "influence": Subcommand("TracIn of a train run: proponents, opponents, self-influence", "gbair_nb.influence_cli"),
 }
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError,

@@ -1,0 +1,169 @@
+"""``python -m gbair_nb influence``: TracIn scores of a ``train`` run, written as CSV files.
+
+Reads a folder written by ``python -m gbair_nb train --out DIR`` (``run.json``, ``checkpoints/``, ``data.json``,
+``corruption.csv``), rebuilds the data and the model, checks that the checkpoints were trained on exactly these
+(noisy) training labels, and writes into ``--out``:
+
+- ``proponents.csv`` / ``opponents.csv``: the top ``k`` training examples for every validation or test example
+  (``--on``), one row per (example, rank). Columns ``test_id, test_text, test_label, test_pred, train_id,
+  train_text, train_label`` (the *given*, possibly noisy, label the model learned from), ``train_true_label,
+  is_corrupted, score, rank, variant, checkpoint``. Proponents: score > 0, training on the example lowered the
+  test example's loss, rank 1 = most positive. Opponents: most negative first. ``checkpoint`` is ``all`` (the sum
+  over every checkpoint) or the index of the one checkpoint used (``--checkpoints last``); with ``variant`` it makes
+  the table the input :class:`gbair_nb.widgets.InfluenceExplorer` expects.
+- ``self_influence.csv``: every training example, most suspect first — ``id, text, noisy_label, label,
+  is_corrupted, self_influence, rank`` (rank 1 = highest self-influence = most likely mislabeled). Always the dot
+  variant: under ``cosine`` every gradient has unit length and self-influence is the same for every example.
+- ``influence.json``: the arguments, sizes, timing and how well self-influence ranks the corrupted labels
+  (:func:`gbair_nb.recovery.detection_metrics`; the truth is known because the run corrupted the labels itself).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["add_arguments", "run", "OUTPUT_FILES"]
+
+OUTPUT_FILES = ("proponents.csv", "opponents.csv", "self_influence.csv", "influence.json")
+_RUN_FILES = ("run.json", "data.json", "corruption.csv")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .cli import _positive_int
+
+    parser.add_argument("--run", required=True, type=Path, metavar="DIR",
+                        help="a folder written by `python -m gbair_nb train --out DIR`")
+    parser.add_argument("--on", default="test", choices=["val", "test"],
+                        help="whose proponents/opponents to find: the run's validation or test split (default test)")
+    parser.add_argument("--top-k", type=_positive_int, default=5, metavar="K",
+                        help="proponents and opponents kept per example (default 5)")
+    parser.add_argument("--variant", default="dot", choices=["dot", "cosine"],
+                        help="dot: raw gradient products (Pruthi et al., default); cosine: gradients normalised "
+                             "per checkpoint (proponents/opponents only; self-influence is always dot)")
+    parser.add_argument("--checkpoints", default="all", choices=["all", "last"],
+                        help="sum over every saved checkpoint (TracInCP, default) or use only the last")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="examples per gradient batch")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the CSV files")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Fail before torch is imported when the folder is not a train run."""
+    if not run_dir.exists():
+        raise FileNotFoundError(f"--run {run_dir} does not exist: train first "
+                                f"(python -m gbair_nb train --out {run_dir})")
+    if not run_dir.is_dir():
+        raise NotADirectoryError(f"--run {run_dir} is not a directory; give the folder `train --out` wrote")
+    missing = [f for f in _RUN_FILES if not (run_dir / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--run {run_dir} is not a train run: it has no {', '.join(missing)} "
+                                f"(python -m gbair_nb train --out DIR writes them)")
+    record = json.loads((run_dir / "run.json").read_text())
+    files = [c.get("file") for c in record.get("checkpoints", [])]
+    if not files:
+        raise ValueError(f"--run {run_dir} saved no checkpoints; TracIn needs at least one")
+    absent = [f for f in files if not f or not (run_dir / "checkpoints" / f).is_file()]
+    if absent:
+        raise FileNotFoundError(f"--run {run_dir}: checkpoint file(s) missing: {absent[:3]} "
+                                f"(expected under {run_dir / 'checkpoints'})")
+
+
+def _tables(prop, opp, train_ds, corruption, variant: str, checkpoint):
+    """Add the truth about each training example (it was corrupted on purpose) and the explorer's columns."""
+    import pandas as pd
+
+    truth = pd.DataFrame({"train_id": train_ds.ids, "train_true_label": corruption.labels,
+                          "is_corrupted": corruption.is_corrupted})
+    out = []
+    for df in (prop, opp):
+        df = df.merge(truth, on="train_id", how="left", validate="many_to_one")
+        df["variant"], df["checkpoint"] = variant, checkpoint
+        cols = ["test_id", "test_text", "test_label", "test_pred", "train_id", "train_text", "train_label",
+                "train_true_label", "is_corrupted", "score", "rank", "variant", "checkpoint"]
+        out.append(df[cols])
+    return out
+
+
+def self_influence_table(train_ds, corruption, scores):
+    """Every training example with its self-influence, most suspect (rank 1) first."""
+    import numpy as np
+    import pandas as pd
+
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty(len(scores), dtype=np.int64)
+    rank[order] = np.arange(1, len(scores) + 1)
+    df = pd.DataFrame({"id": train_ds.ids, "text": train_ds.texts, "noisy_label": corruption.noisy_labels,
+                       "label": corruption.labels, "is_corrupted": corruption.is_corrupted,
+                       "self_influence": scores, "rank": rank})
+    return df.iloc[order].reset_index(drop=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir: Path = args.run
+    _check_run_dir(run_dir)
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a directory")
+
+    from .cli import load_run_data
+
+    splits, corruption = load_run_data(run_dir)  # bad or changed data fails here, before torch is imported
+    noisy_train = splits.train.with_labels(corruption.noisy_labels)  # what the checkpoints were trained on
+    on_ds = splits.val if args.on == "val" else splits.test
+    if len(on_ds) == 0:
+        raise ValueError(f"the run's {args.on} split is empty; use --on {'test' if args.on == 'val' else 'val'}")
+
+    from .config import setup
+
+    setup(quiet=True)
+    from .influence import self_influence, top_influences
+    from .recovery import detection_metrics
+    from .train import FingerprintError, load_run
+
+    t0 = time.perf_counter()
+    r = load_run(run_dir, noisy_train)  # FingerprintError unless these are the labels it was trained on
+    for i, ck in enumerate(r.checkpoints):
+        if ck.fingerprint and ck.fingerprint != r.record["data"]["fingerprint"]:
+            raise FingerprintError(f"checkpoint {i} of {run_dir} was saved by another training run "
+                                   f"(fingerprint {ck.fingerprint[:12]}…, run.json says "
+                                   f"{r.record['data']['fingerprint'][:12]}…); retrain into an empty folder")
+    opts = dict(checkpoints_used=args.checkpoints, batch_size=args.batch_size, max_length=r.config.max_length,
+                verbose=not args.quiet)
+    t1 = time.perf_counter()
+    prop, opp = top_influences(r.model, r.tokenizer, r.checkpoints, noisy_train, on_ds, k=args.top_k,
+                               variant=args.variant, **opts)
+    t2 = time.perf_counter()
+    scores = self_influence(r.model, r.tokenizer, r.checkpoints, noisy_train, variant="dot", **opts)
+    t3 = time.perf_counter()
+
+    checkpoint = "all" if args.checkpoints == "all" else len(r.checkpoints) - 1
+    prop, opp = _tables(prop, opp, noisy_train, corruption, args.variant, checkpoint)
+    self_table = self_influence_table(noisy_train, corruption, scores)
+    detection = detection_metrics(scores, corruption.is_corrupted)
+    out.mkdir(parents=True, exist_ok=True)
+    prop.to_csv(out / "proponents.csv", index=False)
+    opp.to_csv(out / "opponents.csv", index=False)
+    self_table.to_csv(out / "self_influence.csv", index=False)
+    summary = {
+        "run": str(run_dir), "on": args.on, "top_k": args.top_k, "variant": args.variant,
+        "checkpoints": args.checkpoints, "n_checkpoints_used": len(r.checkpoints) if args.checkpoints == "all" else 1,
+        "n_train": len(noisy_train), f"n_{args.on}": len(on_ds), "fingerprint": r.record["data"]["fingerprint"],
+        "class_names": list(noisy_train.class_names),
+        "self_influence_detection": {k: (None if isinstance(v, float) and v != v else v)
+                                     for k, v in detection.items()},
+        "seconds": {"load": round(t1 - t0, 3), "top_influences": round(t2 - t1, 3),
+                    "self_influence": round(t3 - t2, 3)},
+    }
+    (out / "influence.json").write_text(json.dumps(summary, indent=2))
+    mistakes = int((prop.drop_duplicates("test_id")["test_label"] != prop.drop_duplicates("test_id")["test_pred"])
+                   .sum())
+    auroc = detection["auroc"]
+    print(f"{len(on_ds)} {args.on} examples ({mistakes} misclassified) × {len(noisy_train)} training examples, "
+          f"top {min(args.top_k, len(noisy_train))} each ({args.variant}, {args.checkpoints} checkpoints); "
+          f"self-influence AUROC for the corrupted labels "
+          f"{'n/a' if auroc != auroc else f'{auroc:.3f}'} → {out}", file=sys.stdout)
+    return 0
