@@ -192,3 +192,102 @@ def plot_binned_scores(df: pd.DataFrame, *, ax=None, xlabel: str = "crowd confid
     if title:
         ax.set_title(title)
     return ax
+
+
+# ------------------------------------------------------------------------------------------ TracIn (notebook 02)
+__all__ += ["influence_heatmap_frame", "plot_influence_heatmap", "self_influence_frame", "plot_self_influence",
+            "inspection_curve", "plot_inspection_curve"]
+
+
+def influence_heatmap_frame(scores: np.ndarray, test_labels: Sequence[str],
+                            train_labels: Sequence[str]) -> pd.DataFrame:
+    """A (test × train) influence matrix as a DataFrame with readable row and column names, ready to draw.
+
+    ``scores``: (n_test, n_train) TracIn, e.g. ``tracin(...)`` (> 0: the training example is a proponent of the test
+    example); ``test_labels`` / ``train_labels``: one short name per row / column (e.g. ``"#12 spam→ham"``).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (len(test_labels), len(train_labels)):
+        raise ValueError(f"scores have shape {scores.shape}; {len(test_labels)} test and {len(train_labels)} "
+                         "train names were given")
+    return pd.DataFrame(scores, index=pd.Index(list(test_labels), name="test example"),
+                        columns=pd.Index(list(train_labels), name="training example"))
+
+
+def plot_influence_heatmap(df: pd.DataFrame, *, ax=None, title: str | None = None):
+    """Heatmap of TracIn for test (rows) × training (columns) examples, centred at 0: red = proponent, blue =
+    opponent (``df`` from :func:`influence_heatmap_frame`, or any numeric frame with named rows/columns)."""
+    import seaborn as sns
+
+    ax = _axes(ax, figsize=(0.35 * df.shape[1] + 3, 0.35 * df.shape[0] + 1.8))
+    bound = float(np.nanmax(np.abs(df.to_numpy()))) if df.size else 1.0
+    sns.heatmap(df, ax=ax, cmap="RdBu_r", center=0.0, vmin=-bound, vmax=bound, linewidths=0.3,
+                cbar_kws={"label": "TracIn (> 0 proponent, < 0 opponent)"})
+    ax.set_xlabel(df.columns.name or "training example")
+    ax.set_ylabel(df.index.name or "test example")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def self_influence_frame(scores: Sequence[float] | np.ndarray,
+                         is_corrupted: Sequence[bool] | np.ndarray) -> pd.DataFrame:
+    """Self-influence of every training example beside the truth: columns ``example`` (position), ``self_influence``
+    (higher = more likely mislabeled), ``label`` ("wrong label" / "correct label")."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(is_corrupted, dtype=bool)
+    if s.shape != y.shape:
+        raise ValueError(f"scores {s.shape} and is_corrupted {y.shape} must have the same shape")
+    return pd.DataFrame({"example": np.arange(len(s)), "self_influence": s,
+                         "label": np.where(y, "wrong label", "correct label")})
+
+
+def plot_self_influence(df: pd.DataFrame, *, ax=None, log: bool = True, title: str | None = None):
+    """Distributions of self-influence for wrong and correct labels (``df`` from :func:`self_influence_frame`),
+    each normalised to its own area so the small group stays visible; log x axis by default (the scores are skewed)."""
+    import seaborn as sns
+
+    ax = _axes(ax)
+    positive = df[df["self_influence"] > 0] if log else df
+    sns.histplot(data=positive, x="self_influence", hue="label", hue_order=["correct label", "wrong label"],
+                 palette={"correct label": "0.55", "wrong label": "C1"}, stat="density", common_norm=False,
+                 element="step", log_scale=log, bins=30, ax=ax)
+    ax.set_xlabel("self-influence Σ_c η_c ‖∇ℓ(z)‖²" + (" (log scale)" if log else ""))
+    ax.set_ylabel("density (each group sums to 1)")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def inspection_curve(scores: Sequence[float] | np.ndarray, is_corrupted: Sequence[bool] | np.ndarray, *,
+                     percents: Sequence[int] = tuple(range(1, 101))) -> pd.DataFrame:
+    """Recall of the wrong labels when a person inspects the top ``f`` of the training set by ``scores`` (higher =
+    more suspect), from :func:`gbair_nb.recovery.detection_metrics`. Columns ``fraction`` (0–1, starting at 0),
+    ``recall``, ``random`` (expected recall of inspecting at random = fraction), ``perfect`` (every inspection
+    finds a wrong label until none are left)."""
+    from .recovery import detection_metrics
+
+    y = np.asarray(is_corrupted, dtype=bool)
+    m = detection_metrics(scores, y, inspect=[p / 100 for p in percents])
+    fractions = np.array([0.0] + [p / 100 for p in percents])
+    recall = np.array([0.0] + [m[f"recall@{p}%"] for p in percents])
+    rate = y.mean() if len(y) else float("nan")
+    return pd.DataFrame({"fraction": fractions, "recall": recall, "random": fractions,
+                         "perfect": np.minimum(1.0, fractions / rate) if rate > 0 else np.nan})
+
+
+def plot_inspection_curve(df: pd.DataFrame, *, ax=None, label: str = "self-influence", title: str | None = None):
+    """Recall of the wrong labels vs fraction of the training set inspected, against inspecting at random (the
+    diagonal) and a perfect detector (``df`` from :func:`inspection_curve`)."""
+    ax = _axes(ax, figsize=(4.5, 3.8))
+    ax.plot(df["fraction"], df["recall"], color="C1", linewidth=2, label=label)
+    ax.plot(df["fraction"], df["perfect"], color="0.3", linestyle=":", linewidth=1, label="perfect detector")
+    ax.plot(df["fraction"], df["random"], color="0.5", linestyle="--", linewidth=1, label="random inspection")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("fraction of the training set inspected (highest score first)")
+    ax.set_ylabel("recall of the wrong labels")
+    ax.legend(fontsize="small", loc="lower right")
+    if title:
+        ax.set_title(title)
+    return ax

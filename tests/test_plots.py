@@ -87,3 +87,54 @@ def test_binned_scores_frame_and_plot():
     line = ax.get_lines()[0]
     assert np.allclose(line.get_xdata(), [0, 1, 2]) and np.allclose(line.get_ydata(), [0.875, 0.5, 0.125])
     assert ax.get_ylabel().startswith("mean suspicion rank") and "confidence" in ax.get_xlabel()
+
+
+def test_influence_heatmap_frame_and_plot():
+    from gbair_nb.plots import influence_heatmap_frame, plot_influence_heatmap
+
+    scores = np.array([[0.5, -0.25, 0.0], [-1.0, 0.1, 0.2]])
+    df = influence_heatmap_frame(scores, ["t0", "t1"], ["a", "b", "c"])
+    assert df.shape == (2, 3) and df.loc["t1", "a"] == -1.0 and df.index.name == "test example"
+    fig, ax = plt.subplots()
+    assert plot_influence_heatmap(df, ax=ax, title="x") is ax
+    mesh = ax.collections[0]
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(2, 3), scores)
+    assert mesh.norm.vmin == -1.0 and mesh.norm.vmax == 1.0  # symmetric around 0
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="shape"):
+        influence_heatmap_frame(scores, ["t0"], ["a", "b", "c"])
+
+
+def test_self_influence_frame_and_distribution_plot():
+    from gbair_nb.plots import plot_self_influence, self_influence_frame
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) < 12
+    s = np.where(y, 10.0, 1.0) * rng.lognormal(size=60)
+    df = self_influence_frame(s, y)
+    assert list(df.columns) == ["example", "self_influence", "label"]
+    assert (df["label"] == "wrong label").sum() == 12 and np.allclose(df["self_influence"], s)
+    ax = plot_self_influence(df)
+    assert ax.get_xscale() == "log" and "self-influence" in ax.get_xlabel() and len(ax.patches + ax.collections)
+    with pytest.raises(ValueError, match="same shape"):
+        self_influence_frame(s[:5], y)
+
+
+def test_inspection_curve_matches_detection_metrics_and_plots_references():
+    from gbair_nb.plots import inspection_curve, plot_inspection_curve
+    from gbair_nb.recovery import detection_metrics
+
+    y = np.zeros(50, dtype=bool)
+    y[[0, 1, 2, 30, 40]] = True
+    s = -np.arange(50.0)  # examples 0, 1, 2 first: three of five wrong labels in the top 6%
+    df = inspection_curve(s, y)
+    assert list(df.columns) == ["fraction", "recall", "random", "perfect"] and len(df) == 101
+    assert df["recall"].iloc[0] == 0 and df["recall"].iloc[-1] == 1 and df["recall"].is_monotonic_increasing
+    m = detection_metrics(s, y)
+    assert df.set_index("fraction").loc[0.1, "recall"] == m["recall@10%"]
+    assert df.set_index("fraction").loc[0.06, "recall"] == pytest.approx(0.6)
+    assert df.set_index("fraction").loc[0.1, "perfect"] == 1.0 and df.set_index("fraction").loc[0.5, "random"] == 0.5
+    fig, ax = plt.subplots()
+    assert plot_inspection_curve(df, ax=ax) is ax
+    assert len(ax.get_lines()) == 3 and "recall" in ax.get_ylabel()
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), df["recall"])
