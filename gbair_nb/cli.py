@@ -147,19 +147,22 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--dataset``, ``--text-col``, ``--label-col``, split sizes and ``--seed`` (shared by data-using commands)."""
+def add_data_arguments(parser: argparse.ArgumentParser, *, sizes_from: str | None = None) -> None:
+    """``--dataset``, ``--text-col``, ``--label-col``, split sizes and ``--seed`` (shared by data-using commands).
+
+    ``sizes_from``: where the split sizes default from, when not this module's FULL/QUICK sizes (help text only).
+    """
     g = parser.add_argument_group("data")
     g.add_argument("--dataset", default="sms_spam",
                    help="sms_spam (default), tweets, tweets_binary, or a .csv/.tsv file")
     g.add_argument("--text-col", default="text", help="text column of your file (default: text)")
     g.add_argument("--label-col", default="label", help="label column of your file (default: label)")
     g.add_argument("--n-train", type=_positive_int, default=None,
-                   help=f"training examples (default {FULL_SIZES['n_train']}, quick {QUICK_SIZES['n_train']})")
+                   help=sizes_from or f"training examples (default {FULL_SIZES['n_train']}, quick {QUICK_SIZES['n_train']})")
     g.add_argument("--n-val", type=_positive_int, default=None,
-                   help=f"validation examples (default {FULL_SIZES['n_val']}, quick {QUICK_SIZES['n_val']})")
+                   help=sizes_from or f"validation examples (default {FULL_SIZES['n_val']}, quick {QUICK_SIZES['n_val']})")
     g.add_argument("--n-test", type=_positive_int, default=None,
-                   help=f"test examples (default {FULL_SIZES['n_test']}, quick {QUICK_SIZES['n_test']})")
+                   help=sizes_from or f"test examples (default {FULL_SIZES['n_test']}, quick {QUICK_SIZES['n_test']})")
     g.add_argument("--seed", type=int, default=0, help="seeds the split, the corruption and training (default 0)")
 
 

@@ -124,16 +124,10 @@ def plot_recovery_curves(report: dict, *, metric: str = "test_macro_f1", ax=None
 
 # ----------------------------------------------------------------------------------------------------- the CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import _positive_int, _rate
+    from .cli import _positive_int, _rate, add_data_arguments
 
-    g = parser.add_argument_group("data")
-    g.add_argument("--dataset", default="sms_spam",
-                   help="sms_spam (default), tweets_binary, tweets, or a .csv/.tsv file")
-    g.add_argument("--text-col", default="text", help="text column of your file")
-    g.add_argument("--label-col", default="label", help="label column of your file")
-    g.add_argument("--n-train", type=_positive_int, default=None, help="training examples (scenario default)")
-    g.add_argument("--n-val", type=_positive_int, default=None, help="validation examples")
-    g.add_argument("--n-test", type=_positive_int, default=None, help="test examples")
+    add_data_arguments(parser, sizes_from="split size (default: the dataset's scenario in recovery.SCENARIOS; "
+                                          "quick mode 300/150/300)")
     g = parser.add_argument_group("corruption")
     g.add_argument("--corrupt", type=_rate, default=None, metavar="P",
                    help="corruption rate (default: the scenario's; 0.5 of the positives for sms_spam)")
@@ -148,10 +142,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="prompt_tuning", help="PET method (default prompt_tuning)")
     g.add_argument("--variant", default="dot", choices=["dot", "cosine"], help="TracIn variant for gbair")
     g.add_argument("--quick", action="store_true", help="quick mode (also GBAIR_QUICK=1)")
-    g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", type=Path, default=Path("runs/recover"), help="output directory (default runs/recover)")
     g.add_argument("--quiet", action="store_true")
-    g.add_argument("--backbone", default="minilm", help=argparse.SUPPRESS)
+    g.add_argument("--backbone", default="minilm",
+                   help="minilm (default), smollm2 (decoder LLM, verbalizer prompt tuning), or a local model folder")
 
 
 def _scenario_from_args(args, quick: bool) -> Scenario:
