@@ -4,7 +4,9 @@ The same data (the first N SMS messages, max_length 64) and the same model (Mini
 one checkpoint) on 1 and on W processes, each process with one thread. Timed: ``gbair_nb.distributed.self_influence``
 — each rank computes the per-example gradients of its slice of the training set (the fast path: one batched backward
 per batch of 16), reduces them to one number per example and the numbers are gathered — between two barriers, best
-of ``--repeats``. Scaling efficiency = t(1) / (W · t(W)); on a machine with W free cores 1.0 is the ceiling.
+of ``--repeats``. Scaling efficiency = t(1) / (W · t(W)); on a machine with W free cores 1.0 is the ceiling. The
+CPU seconds of all ranks together (``time.process_time``) show the cost of sharding apart from how busy the machine
+is: equal CPU seconds for 1 and W processes = no overhead.
 
     python benchmarks/bench_distributed.py                    # 1 and 2 processes, 256 examples
     python benchmarks/bench_distributed.py --examples 512 --procs 1 2 --repeats 3
@@ -39,19 +41,26 @@ def worker(n: int, repeats: int, batch_size: int) -> None:
         ds = load_dataset("sms_spam").subset(list(range(n)))
         model, tok = make_model("prompt_tuning", num_labels=2, backbone="minilm", seed=0)
         checkpoints = [(trainable_state(model), 1.0)]
-        times = []
+        times, cpu = [], []
         for _ in range(repeats):
             if j.world_size > 1:
                 torch.distributed.barrier()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             scores = D.self_influence(model, tok, checkpoints, ds, max_length=64, batch_size=batch_size,
                                       verbose=False)
             if j.world_size > 1:
                 torch.distributed.barrier()
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        per_rank = [None] * j.world_size
+        if j.world_size > 1:
+            torch.distributed.all_gather_object(per_rank, min(cpu))
+        else:
+            per_rank = [min(cpu)]
         j.agree(scores.round(3).tolist())
         if j.is_main:
             print(json.dumps({"procs": j.world_size, "n": n, "seconds": min(times), "all": times,
+                              "cpu_seconds": sum(per_rank),
                               "checksum": float(scores.sum())}), flush=True)
 
 
@@ -89,12 +98,12 @@ def main(argv=None) -> int:
         print(f"  {w} process(es): {rows[-1]['seconds']:.1f} s (runs {runs})", flush=True)
     t1 = next((r["seconds"] for r in rows if r["procs"] == 1), None)
     print(f"load average after: {load_average()}\n")
-    print("| processes | seconds | examples/s | speedup | efficiency | load (1 min) before |")
-    print("|---:|---:|---:|---:|---:|---|")
+    print("| processes | seconds | examples/s | speedup | efficiency | CPU s (all ranks) | load (1 min) before |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         speed = t1 / r["seconds"] if t1 else float("nan")
         print(f"| {r['procs']} | {r['seconds']:.1f} | {r['n'] / r['seconds']:.1f} | {speed:.2f}× | "
-              f"{speed / r['procs']:.2f} | {r['load_before'].split()[0]} |")
+              f"{speed / r['procs']:.2f} | {r['cpu_seconds']:.1f} | {r['load_before'].split()[0]} |")
     sums = {r["procs"]: r["checksum"] for r in rows}
     print(f"\nscore checksums (equal up to float): {sums}")
     return 0
