@@ -473,15 +473,18 @@ def job() -> Iterator[Job]:
     except BaseException as exc:
         if j._done.is_set():  # the job had its result; this is rank 0's own writing error, say it as usual
             raise
-        j._publish(exc)
         if j.is_main:
-            time.sleep(0.5)  # another rank's error may be the cause (a collective broke): name it
-            others = {r: m for r, m in j._errors().items() if r != 0}
+            others = {r: m for r, m in j._errors().items() if r != 0}  # a broken collective: name the cause
+            j._done.set()  # this thread reports; the watchdog stays quiet
             if others:
-                j._done.set()
                 print(j._failure_message(others), file=sys.stderr, flush=True)
+                j._publish(exc)
                 raise SystemExit(1) from None
+            print(f"error: rank 0 of {j.world_size} failed: {type(exc).__name__}: {exc} — no report written",
+                  file=sys.stderr, flush=True)
+            j._publish(exc)  # the other ranks stop (said before publishing: they may end this process)
             raise
+        j._publish(exc)
         print(f"rank {j.rank}: {type(exc).__name__}: {exc} (reported to rank 0)", file=sys.stderr, flush=True)
         deadline = time.monotonic() + 10  # let rank 0 say why before torchrun stops it
         while time.monotonic() < deadline and j._store is not None:
