@@ -178,6 +178,9 @@ def train_add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--source", default=None, help="class_conditional: the class to corrupt (name or id)")
     g.add_argument("--target", default=None, help="class_conditional: the class it becomes (name or id)")
     g = parser.add_argument_group("training")
+    g.add_argument("--method", default="prompt_tuning",
+                   choices=["prompt_tuning", "head_only", "lora", "gift", "full"],
+                   help="PET method (default prompt_tuning); each has its own learning rate (train.METHOD_DEFAULTS)")
     g.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: TrainConfig's)")
     g.add_argument("--quick", action="store_true",
                    help="quick mode (also GBAIR_QUICK=1): small sizes and short training, for a first look or CI")
@@ -307,7 +310,7 @@ def train_run(args: argparse.Namespace) -> int:
     overrides = {"seed": args.seed, "backbone": args.backbone}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    config = TrainConfig.quick(**overrides) if quick else TrainConfig(**overrides)
+    config = TrainConfig.for_method(args.method, quick=quick, **overrides)
     for old in (out / "checkpoints").glob("ckpt_*.pt") if (out / "checkpoints").is_dir() else []:
         old.unlink()  # a previous run in the same folder
     _write_data_files(out, splits, corruption, spec)

@@ -139,7 +139,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--scorer", default="gbair,random",
                    help=f"comma-separated scorers, or 'all': {', '.join(SCORERS)} (default gbair,random)")
     g.add_argument("--fix", default="flip", choices=["flip", "predict", "remove"], help="how flagged labels are fixed")
-    g.add_argument("--method", default="prompt_tuning", help="PET method (default prompt_tuning)")
+    g.add_argument("--method", default="prompt_tuning", choices=["prompt_tuning", "head_only", "lora", "gift"],
+                   help="PET method (default prompt_tuning); each has its own learning rate (train.METHOD_DEFAULTS)")
     g.add_argument("--variant", default="dot", choices=["dot", "cosine"], help="TracIn variant for gbair")
     g.add_argument("--quick", action="store_true", help="quick mode (also GBAIR_QUICK=1)")
     g.add_argument("--out", type=Path, default=Path("runs/recover"), help="output directory (default runs/recover)")
@@ -193,12 +194,12 @@ def run(args: argparse.Namespace) -> int:
     setup(quiet=True)
     from .train import TrainConfig
 
-    overrides = {"seed": args.seed, "backbone": args.backbone, "method": args.method}
+    overrides = {"seed": args.seed, "backbone": args.backbone}
     from .llm import is_causal_lm, task_options
 
     if is_causal_lm(args.backbone):  # a decoder answers with label words: the dataset's template and verbalizer
         overrides.update(method_options=task_options(scenario.splits.train), batch_size=8)
-    config = TrainConfig.quick(**overrides) if quick else TrainConfig(**overrides)
+    config = TrainConfig.for_method(args.method, quick=quick, **overrides)  # each method its own learning rate
     rounds = args.rounds or (2 if quick else 5)
     print(f"scenario {scenario.name}: {scenario.splits.sizes()}, {scenario.corruption.n_corrupted} corrupted "
           f"training labels; scorers {', '.join(scorers)}; quick mode {'on' if quick else 'off'}", file=sys.stderr)

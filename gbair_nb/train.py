@@ -70,6 +70,30 @@ class TrainConfig:
         """Full or quick defaults, whichever mode is on."""
         return cls.quick(**overrides) if quick_mode() else cls(**overrides)
 
+    @classmethod
+    def for_method(cls, method: str, *, quick: bool | None = None, **overrides) -> "TrainConfig":
+        """Defaults for a PET method: its own learning rate and options (see :data:`METHOD_DEFAULTS`).
+
+        A soft prompt wants ~3e-2, adapters ~2e-3, full fine-tuning ~5e-5 (moving all 22.7M weights fast destroys
+        what pretraining learned); the head keeps ``lr_head``. Quick mode keeps the method's rate and shrinks the rest.
+        """
+        quick = quick_mode() if quick is None else quick
+        base = {"method": method, **METHOD_DEFAULTS.get(method, {})}
+        if quick and method == "prompt_tuning":
+            base.pop("lr")  # the quick run's few steps use TrainConfig.quick's faster prompt rate
+        base.update(overrides)
+        return cls.quick(**base) if quick else cls(**base)
+
+
+# Learning rate and options per PET method (full mode; the head's rate is TrainConfig.lr_head)
+METHOD_DEFAULTS: dict[str, dict] = {
+    "prompt_tuning": {"lr": 3e-2, "method_options": {"num_virtual_tokens": 20}},
+    "head_only": {"lr": 1e-2, "method_options": {}},
+    "lora": {"lr": 2e-3, "method_options": {"r": 8}},
+    "gift": {"lr": 2e-3, "method_options": {"r": 8}},
+    "full": {"lr": 5e-5, "method_options": {}},
+}
+
 
 @dataclass
 class Checkpoint:

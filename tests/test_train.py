@@ -102,3 +102,16 @@ def test_run_record_is_plain_json(trained):
     record = json.loads((out / "run.json").read_text())
     assert record["config"]["backbone"] == "tiny" and record["trainable_params"] == 4 * 32 + 66
     assert record["data"]["class_counts"] == [32, 32] and len(record["checkpoints"]) == 4
+
+
+def test_for_method_gives_each_method_its_rate_and_keeps_the_defaults():
+    from gbair_nb.train import METHOD_DEFAULTS, TrainConfig
+
+    assert TrainConfig.for_method("prompt_tuning", quick=False) == TrainConfig()
+    assert TrainConfig.for_method("prompt_tuning", quick=True) == TrainConfig.quick()
+    for method in ["lora", "gift", "full", "head_only"]:
+        for quick in (False, True):
+            c = TrainConfig.for_method(method, quick=quick, seed=3)
+            assert c.method == method and c.lr == METHOD_DEFAULTS[method]["lr"] and c.seed == 3
+            assert c.method_options == METHOD_DEFAULTS[method]["method_options"]
+            assert c.epochs == (TrainConfig.quick().epochs if quick else TrainConfig().epochs)
