@@ -99,3 +99,23 @@ def test_recover_cli_bad_input_is_one_line(tmp_path, args, message):
     assert "Traceback" not in p.stderr
     err = [l for l in p.stderr.splitlines() if l.startswith("error")]
     assert len(err) == 1 and message in err[0]
+
+
+def test_run_recovery_reuses_clean_and_round0():
+    from gbair_nb.recovery import _evaluate
+    from gbair_nb.train import train
+
+    sc = toy_scenario()
+    clean = {"val_accuracy": 0.5, "val_macro_f1": 0.5, "test_accuracy": 0.5, "test_macro_f1": 0.5,
+             "n_val_mistakes": 10}
+    round0 = train(sc.train, config=TINY, verbose=False)
+    expected = _evaluate(round0, sc.splits.val, sc.splits.test)
+    rep = run_recovery(sc, scorers=["random"], k=3, rounds=1, config=TINY, clean=clean, round0=round0,
+                       verbose=False)
+    assert rep["clean"] == clean  # not retrained
+    r0 = rep["scorers"]["random"]["rounds"][0]
+    for m in ["val_accuracy", "test_macro_f1", "n_val_mistakes"]:
+        assert r0[m] == pytest.approx(expected[m])
+    with pytest.raises(Exception, match="fingerprint"):  # a round-0 run of other data is refused
+        run_recovery(toy_scenario(p=0.1), scorers=["random"], k=3, rounds=1, config=TINY, clean=clean,
+                     round0=round0, verbose=False)
