@@ -316,6 +316,15 @@ def train_clean_reference(scenario: Scenario, config: TrainConfig, *, verbose: b
     return _evaluate(run, scenario.splits.val, scenario.splits.test)
 
 
+def _pick(choice: str | Callable, registry: dict, what: str) -> Callable:
+    """A registered function by name, or the callable given."""
+    if not isinstance(choice, str):
+        return choice
+    if choice not in registry:
+        raise ValueError(f"unknown {what} {choice!r}; use one of {', '.join(registry)} or a callback")
+    return registry[choice]
+
+
 def gbair(scenario: Scenario, *, scorer: str | Callable = "gbair", k: int | None = None, rounds: int = 5,
           fix: str | Callable = "flip", config: TrainConfig | None = None, patience: int = 1,
           warm_start: bool = False, clean: dict | bool = True, seed: int = 0, options: dict | None = None,
@@ -346,18 +355,8 @@ def gbair(scenario: Scenario, *, scorer: str | Callable = "gbair", k: int | None
     config = replace(config, seed=seed) if config.seed != seed else config
     options = dict(options or {})
     name = scorer if isinstance(scorer, str) else getattr(scorer, "__name__", "custom")
-    if isinstance(scorer, str):
-        if scorer not in SCORERS:
-            raise ValueError(f"unknown scorer {scorer!r}; use one of {', '.join(SCORERS)}")
-        score_fn = SCORERS[scorer]
-    else:
-        score_fn = scorer
-    if isinstance(fix, str):
-        if fix not in FIXERS:
-            raise ValueError(f"unknown fix {fix!r}; use one of {', '.join(FIXERS)} or a callback")
-        fix_fn = FIXERS[fix]
-    else:
-        fix_fn = fix
+    score_fn = _pick(scorer, SCORERS, "scorer")
+    fix_fn = _pick(fix, FIXERS, "fix")
     base = scenario.splits.train
     truth = scenario.corruption.labels
     n = len(base)
