@@ -174,6 +174,8 @@ def main(argv=None) -> None:
     ap.add_argument("--loop-n", type=int, default=None)
     ap.add_argument("--memory", action="store_true", help="only measure peak RSS of top_influences (streaming top-k)")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--dataset", default="sms_spam",
+                    help="texts to use (sms_spam has 4,862; use tweets (38,158) for --memory --n-train 20000)")
     args = ap.parse_args(argv)
 
     warnings.filterwarnings("ignore")
@@ -195,7 +197,7 @@ def main(argv=None) -> None:
     loop_n = args.loop_n or (48 if q else 128)
     C = args.checkpoints
 
-    ds = load_dataset("sms_spam")
+    ds = load_dataset(args.dataset)
     rng = np.random.default_rng(0)
     pos = rng.permutation(len(ds))
     model, tok = make_model(backbone="minilm")
