@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from .data import TextDataset
-from .recovery import SCORERS, Recovery, RoundRecord, Scenario, ScoreContext, default_k
+from .recovery import SCORERS, Recovery, RoundRecord, Scenario, ScoreContext, _apply_fixes, _evaluate, default_k
 from .relabel import RelabelSession
-from .train import Run, TrainConfig, evaluate, train
+from .train import Run, TrainConfig, train
 
 __all__ = ["human_fixer", "HumanFixer", "HumanRounds", "simulated_annotator", "Annotator"]
 
@@ -216,12 +216,6 @@ def human_fixer(journal_path: str | os.PathLike, dataset: TextDataset, *, annota
                       unreviewed=unreviewed, start_round=start_round)
 
 
-def _metrics(run: Run, val: TextDataset, test: TextDataset) -> dict:
-    v, t = evaluate(run, val), evaluate(run, test)
-    return {"val_accuracy": v.accuracy, "val_macro_f1": v.macro_f1, "test_accuracy": t.accuracy,
-            "test_macro_f1": t.macro_f1, "n_val_mistakes": int((v.preds != val.labels).sum())}
-
-
 class HumanRounds:
     """The G-BAIR loop one round at a time, so a person can decide between two notebook cells.
 
@@ -277,7 +271,7 @@ class HumanRounds:
         t0 = time.perf_counter()
         _, current = self._current()
         self.run = train(current, config=self.config, verbose=self.verbose)
-        m = _metrics(self.run, self.scenario.splits.val, self.scenario.splits.test)
+        m = _evaluate(self.run, self.scenario.splits.val, self.scenario.splits.test)
         truth = self.scenario.corruption.labels
         rec = RoundRecord(round=len(self.records), **m,
                           wrong_labels_remaining=int(((self.labels != truth) & self.kept).sum()),
@@ -358,26 +352,9 @@ class HumanRounds:
         """Apply this round's decisions (unreviewed examples keep their labels), retrain, record the round."""
         if self.flagged is None:
             raise RuntimeError("nothing flagged yet: call rounds.flag() first")
-        positions, current = self._current()
-        local = {int(p): j for j, p in enumerate(positions)}
-        truth = self.scenario.corruption.labels
-        flagged = self.flagged
-        was_wrong = self.labels[flagged] != truth[flagged]
-        decisions = self.fixer([local[p] for p in flagged], current.labels, self.ctx)
-        fixed = 0
-        for p, wrong in zip(flagged, was_wrong):
-            action, new = decisions.get(local[p], ("keep", None))
-            if action == "relabel":
-                self.labels[p] = int(new)
-                fixed += int(self.labels[p] == truth[p] and wrong)
-            elif action == "remove":
-                self.kept[p] = False
-                fixed += int(wrong)
-            elif action != "keep":
-                raise ValueError(f"unknown decision {action!r} for example {int(self.scenario.splits.train.ids[p])}")
-        self.reviewed[flagged] = True
-        pending = {"ids": [int(self.scenario.splits.train.ids[p]) for p in flagged],
-                   "precision": float(was_wrong.mean()), "fixed": fixed}
+        positions, _ = self._current()
+        pending = _apply_fixes(self.flagged, self.fixer, self.ctx, positions, self.labels, self.kept, self.reviewed,
+                               self.scenario.corruption.labels, self.scenario.splits.train)
         self.flagged, self.ctx = None, None
         return self._train_and_record(pending)
 

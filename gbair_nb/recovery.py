@@ -33,7 +33,7 @@ from .train import Run, TrainConfig, evaluate, predict_proba, train
 
 __all__ = ["Scenario", "make_scenario", "SCENARIOS", "ScoreContext", "SCORERS", "FIXERS", "RoundRecord",
            "Recovery", "gbair", "detection_metrics", "compare_detectors", "default_k", "recovered_fraction",
-           "train_clean_reference", "out_of_sample_probs"]
+           "train_clean_reference", "out_of_sample_probs", "check_fix"]
 
 
 # ------------------------------------------------------------------------------------------------- scenarios
@@ -221,10 +221,15 @@ SCORERS: dict[str, Callable[[ScoreContext], np.ndarray]] = {
 
 
 # ---------------------------------------------------------------------------------------------------- fixers
+def check_fix(fix, ds: TextDataset) -> None:
+    """Raise before any training if ``fix`` cannot work on ``ds`` (flipping needs exactly two classes)."""
+    if fix == "flip" and ds.num_classes != 2:
+        raise ValueError(f"fix='flip' is for binary labels; {ds.name} has {ds.num_classes} classes: "
+                         "use fix='predict' (the model's prediction) or 'remove'")
+
+
 def _fix_flip(ids, labels, ctx: ScoreContext) -> dict:
-    if ctx.train.num_classes != 2:
-        raise ValueError("fix='flip' is for binary labels; use fix='predict' (the model's prediction) for "
-                         f"{ctx.train.num_classes} classes")
+    check_fix("flip", ctx.train)
     return {int(i): ("relabel", 1 - int(labels[i])) for i in ids}
 
 
@@ -325,6 +330,32 @@ def _pick(choice: str | Callable, registry: dict, what: str) -> Callable:
     return registry[choice]
 
 
+def _apply_fixes(flagged: list[int], fix_fn: Callable, ctx: ScoreContext, positions: np.ndarray,
+                 labels: np.ndarray, kept: np.ndarray, reviewed: np.ndarray, truth: np.ndarray,
+                 base: TextDataset) -> dict:
+    """Ask the fixer about the flagged examples and apply its decisions to ``labels``/``kept`` in place.
+
+    Returns what the next round's record reports: flagged ids, precision against the truth, how many were fixed.
+    """
+    was_wrong = labels[flagged] != truth[flagged]
+    # fixers see positions within the current training set; translate back to positions in the full one
+    local = {int(p): i for i, p in enumerate(positions)}
+    decisions = fix_fn([local[p] for p in flagged], labels[positions], ctx)
+    fixed = 0
+    for p, wrong in zip(flagged, was_wrong):
+        action, new = decisions.get(local[p], ("keep", None))
+        if action == "relabel":
+            labels[p] = int(new)
+            fixed += int(labels[p] == truth[p] and wrong)
+        elif action == "remove":
+            kept[p] = False
+            fixed += int(wrong)
+        elif action != "keep":
+            raise ValueError(f"unknown decision {action!r} for example {int(base.ids[p])}")
+    reviewed[flagged] = True  # only once the fixer answered: a fixer that raises can be asked again
+    return {"ids": [int(base.ids[p]) for p in flagged], "precision": float(was_wrong.mean()), "fixed": fixed}
+
+
 def gbair(scenario: Scenario, *, scorer: str | Callable = "gbair", k: int | None = None, rounds: int = 5,
           fix: str | Callable = "flip", config: TrainConfig | None = None, patience: int = 1,
           warm_start: bool = False, clean: dict | bool = True, seed: int = 0, options: dict | None = None,
@@ -363,9 +394,7 @@ def gbair(scenario: Scenario, *, scorer: str | Callable = "gbair", k: int | None
     k = default_k(n) if k is None else int(k)
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the training-set size {n}; got {k}")
-    if fix == "flip" and base.num_classes != 2:
-        raise ValueError(f"fix='flip' is for binary labels; {base.name} has {base.num_classes} classes: "
-                         "use fix='predict' or 'remove'")
+    check_fix(fix, base)
     clean_ref = train_clean_reference(scenario, config) if clean is True else (clean or None)
 
     labels = scenario.corruption.noisy_labels.copy()
@@ -400,55 +429,30 @@ def gbair(scenario: Scenario, *, scorer: str | Callable = "gbair", k: int | None
             since_best += 1
         bar.update(1)
         bar.set_postfix(round=r, val_f1=f"{m['val_macro_f1']:.3f}", test_f1=f"{m['test_macro_f1']:.3f}")
-        if since_best >= patience and r > 0:
-            rec.seconds = time.perf_counter() - t0
-            records.append(rec)
-            stopped = "no validation gain"
-            break
-        if r == rounds:
-            rec.seconds = time.perf_counter() - t0
-            records.append(rec)
-            break
-        if m["n_val_mistakes"] == 0:
-            rec.seconds = time.perf_counter() - t0
-            records.append(rec)
-            stopped = "no validation mistakes"
-            break
-        # score the examples still in the training set, flag the top k not yet reviewed
-        ctx = ScoreContext(run, current, scenario.splits.val, config, seed=seed + r, options=options, round=r + 1)
-        scores = np.full(n, -np.inf)
-        scores[positions] = np.asarray(score_fn(ctx), dtype=np.float64)
-        wrong_now = (labels != truth)[positions]
-        if 0 < wrong_now.sum() < len(positions):
-            rec.detection = detection_metrics(scores[positions], wrong_now, k=k)
-        scores[reviewed | ~kept] = -np.inf
-        order = np.argsort(-scores, kind="stable")
-        flagged = [int(p) for p in order[:k] if np.isfinite(scores[p])]
-        if not flagged:
-            rec.seconds = time.perf_counter() - t0
-            records.append(rec)
-            stopped = "nothing left to review"
-            break
-        reviewed[flagged] = True
-        was_wrong = labels[flagged] != truth[flagged]
-        # fixers see positions within `current`; translate back to positions in the full training set
-        local = {int(p): i for i, p in enumerate(positions)}
-        decisions = fix_fn([local[p] for p in flagged], current.labels, ctx)
-        fixed = 0
-        for p in flagged:
-            action, new = decisions.get(local[p], ("keep", None))
-            if action == "relabel":
-                labels[p] = int(new)
-                fixed += int(labels[p] == truth[p] and was_wrong[flagged.index(p)])
-            elif action == "remove":
-                kept[p] = False
-                fixed += int(was_wrong[flagged.index(p)])
-            elif action != "keep":
-                raise ValueError(f"unknown decision {action!r} for example {int(base.ids[p])}")
-        pending = {"ids": [int(base.ids[p]) for p in flagged], "precision": float(was_wrong.mean()),
-                   "fixed": fixed}
+        stop = ("no validation gain" if since_best >= patience and r > 0 else
+                "rounds" if r == rounds else
+                "no validation mistakes" if m["n_val_mistakes"] == 0 else None)
+        if stop is None:
+            # score the examples still in the training set, flag the top k not yet reviewed
+            ctx = ScoreContext(run, current, scenario.splits.val, config, seed=seed + r, options=options,
+                               round=r + 1)
+            scores = np.full(n, -np.inf)
+            scores[positions] = np.asarray(score_fn(ctx), dtype=np.float64)
+            wrong_now = (labels != truth)[positions]
+            if 0 < wrong_now.sum() < len(positions):
+                rec.detection = detection_metrics(scores[positions], wrong_now, k=k)
+            scores[reviewed | ~kept] = -np.inf
+            order = np.argsort(-scores, kind="stable")
+            flagged = [int(p) for p in order[:k] if np.isfinite(scores[p])]
+            if flagged:
+                pending = _apply_fixes(flagged, fix_fn, ctx, positions, labels, kept, reviewed, truth, base)
+            else:
+                stop = "nothing left to review"
         rec.seconds = time.perf_counter() - t0
         records.append(rec)
+        if stop is not None:
+            stopped = stop
+            break
         if on_round:
             on_round(rec)
     bar.close()

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .recovery import SCENARIOS, SCORERS, Scenario, gbair, make_scenario, train_clean_reference
+from .recovery import SCENARIOS, SCORERS, Scenario, check_fix, gbair, make_scenario, train_clean_reference
 
 __all__ = ["run_recovery", "curve_frame", "plot_recovery_curves", "QUICK_SCENARIO", "add_arguments", "run"]
 
@@ -51,6 +51,7 @@ def run_recovery(scenario: Scenario, *, scorers: Sequence[str] = ("gbair", "rand
     """
     from .train import TrainConfig, train
 
+    check_fix(fix, scenario.splits.train)  # before the two trainings below, not after
     config = config or TrainConfig.default(seed=seed)
     config = replace(config, seed=seed)
     t0 = time.perf_counter()
@@ -188,9 +189,6 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a directory")
     scenario = _scenario_from_args(args, quick)
-    if args.fix == "flip" and scenario.splits.train.num_classes != 2:
-        raise ValueError(f"--fix flip needs binary labels; {scenario.splits.train.name} has "
-                         f"{scenario.splits.train.num_classes} classes: use --fix predict")
     setup(quiet=True)
     from .train import TrainConfig
 
