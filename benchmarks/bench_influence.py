@@ -200,12 +200,12 @@ def main(argv=None) -> None:
     ds = load_dataset(args.dataset)
     rng = np.random.default_rng(0)
     pos = rng.permutation(len(ds))
-    model, tok = make_model(backbone="minilm")
+    model, tok = make_model(backbone="minilm", num_labels=ds.num_classes)
     fit_texts = [ds.texts[i] for i in pos[-200:]]
     ckpts = make_checkpoints(model, tok, fit_texts, ds.labels[pos[-200:]], C)
     uptime = open("/proc/loadavg").read().split()[:3]
     print(f"minilm prompt tuning, {sum(p.numel() for p in model.parameters() if p.requires_grad)} trainable params, "
-          f"SMS spam, max_length 64, batch {args.batch_size}, {C} checkpoints, torch threads {args.threads}, "
+          f"{args.dataset} ({ds.num_classes} classes), max_length 64, batch {args.batch_size}, {C} checkpoints, torch threads {args.threads}, "
           f"load average at start {' '.join(uptime)}")
 
     if args.memory:
