@@ -52,9 +52,10 @@ from torch import nn
 from .pet import batches, load_trainable_state, trainable_names, trainable_state
 
 __all__ = ["InfluenceError", "per_example_grads", "fast_path_available", "grad_slices", "lr_vector", "tracin",
-           "self_influence", "aggregated_influence", "top_influences"]
+           "self_influence", "aggregated_influence", "top_influences", "auto_chunk_size"]
 
 METHODS = ("auto", "fast", "loop")
+CHUNK_BYTES = 256 * 2**20  # default memory for one streamed chunk of per-example gradients (chunk_size=None)
 VARIANTS = ("dot", "cosine")
 
 
@@ -380,9 +381,20 @@ class _Setup:
     ckpts: list[_Ckpt]
     weights: list[torch.Tensor]
     grad: Callable[[list[str], np.ndarray], torch.Tensor]
+    chunk: int  # training examples per streamed chunk
 
 
-def _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length) -> _Setup:
+def auto_chunk_size(n_params: int, budget_bytes: int | None = None, cap: int = 1024) -> int:
+    """Examples per chunk so that one chunk of float32 gradients, (chunk, P), fits in ``budget_bytes``.
+
+    Prompt tuning's P ≈ 9k gives the cap (1,024 rows = 36 MB); full fine-tuning's P ≈ 22.7M gives 2 rows (182 MB).
+    """
+    budget = CHUNK_BYTES if budget_bytes is None else budget_bytes
+    return int(max(1, min(cap, budget // (4 * max(1, n_params)))))
+
+
+def _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
+           chunk_size: int | None = None) -> _Setup:
     if variant not in VARIANTS:
         raise InfluenceError(f"variant={variant!r}; use 'dot' (Pruthi et al.) or 'cosine' (normalised gradients)")
     ckpts = _select(checkpoints, checkpoints_used)
@@ -394,7 +406,11 @@ def _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, bat
                    sort_by_length=True, pbar=pbar)
         return _normalise(g) if variant == "cosine" else g
 
-    return _Setup(ckpts, [lr_vector(slices, c.lrs) for c in ckpts], grad)
+    if chunk_size is not None and chunk_size < 1:
+        raise InfluenceError(f"chunk_size={chunk_size}; use a positive number of examples, or None (automatic)")
+    n_params = sum(sl.stop - sl.start for sl in slices.values())
+    chunk = chunk_size or auto_chunk_size(n_params)
+    return _Setup(ckpts, [lr_vector(slices, c.lrs) for c in ckpts], grad, chunk)
 
 
 def _test_side(model, s: _Setup, texts, labels, *, summed: bool, chunk_size: int, pbar,
@@ -436,7 +452,8 @@ _COMMON = """
             checkpoint, then the learning rates applied).
         checkpoints_used: ``"all"``, ``"last"`` or a list of positions.
         method: per-example gradient method (``"auto"``, ``"fast"``, ``"loop"``).
-        chunk_size: training examples per streamed chunk (memory ≈ chunk_size × P floats).
+        chunk_size: training examples per streamed chunk (memory ≈ chunk_size × P floats); None (default) sizes it
+            from the number of trainable parameters P with :func:`auto_chunk_size` (256 MB, at most 1,024).
         verbose: progress bar.
 """
 
@@ -444,7 +461,7 @@ _COMMON = """
 def tracin(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
            train_labels: Sequence[int] | None = None, test: Any = None, test_labels: Sequence[int] | None = None,
            *, variant: str = "dot", checkpoints_used: str | Sequence[int] = "all", per_checkpoint: bool = False,
-           method: str = "auto", batch_size: int = 16, max_length: int = 64, chunk_size: int = 1024,
+           method: str = "auto", batch_size: int = 16, max_length: int = 64, chunk_size: int | None = None,
            verbose: bool = True) -> np.ndarray:
     """TracInCP of every (test, train) pair: (n_test, n_train), or (n_checkpoints, n_test, n_train) with
     ``per_checkpoint=True`` (summing over axis 0 gives the default).
@@ -457,12 +474,13 @@ def tracin(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
     train, train_labels, test, test_labels = _pairs(train, train_labels, test, test_labels)
     _, tr_texts, tr_labels = _examples(train, train_labels, "train")
     _, te_texts, te_labels = _examples(test, test_labels, "test")
-    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length)
+    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
+               chunk_size)
     out = np.zeros((len(s.ckpts), len(te_texts), len(tr_texts)), dtype=np.float32)
     total = len(s.ckpts) * (len(te_texts) + len(tr_texts))
     with _preserved(model), _progress(total, "TracIn", verbose) as pbar:
-        test_side = _test_side(model, s, te_texts, te_labels, summed=False, chunk_size=chunk_size, pbar=pbar)
-        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, chunk_size, pbar):
+        test_side = _test_side(model, s, te_texts, te_labels, summed=False, chunk_size=s.chunk, pbar=pbar)
+        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, s.chunk, pbar):
             out[c, :, start:stop] = (test_side[c] @ g.T).numpy()
     return out if per_checkpoint else out.sum(0)
 
@@ -473,7 +491,7 @@ tracin.__doc__ += _COMMON
 def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
                    train_labels: Sequence[int] | None = None, *, variant: str = "dot",
                    checkpoints_used: str | Sequence[int] = "all", per_checkpoint: bool = False, method: str = "auto",
-                   batch_size: int = 16, max_length: int = 64, chunk_size: int = 1024,
+                   batch_size: int = 16, max_length: int = 64, chunk_size: int | None = None,
                    verbose: bool = True) -> np.ndarray:
     """Self-influence TracInCP(z, z) = Σ_c Σ_params lrs_c · ‖∇ℓ(θ_c, z)‖²: (n_train,), or (n_checkpoints, n_train).
 
@@ -482,10 +500,11 @@ def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
     when the rates are shared — use ``"dot"`` (the default) for ranking.
     """
     _, tr_texts, tr_labels = _examples(train, train_labels, "train")
-    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length)
+    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
+               chunk_size)
     out = np.zeros((len(s.ckpts), len(tr_texts)), dtype=np.float32)
     with _preserved(model), _progress(len(s.ckpts) * len(tr_texts), "self-influence", verbose) as pbar:
-        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, chunk_size, pbar):
+        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, s.chunk, pbar):
             out[c, start:stop] = (g * g * s.weights[c]).sum(1).numpy()
     return out if per_checkpoint else out.sum(0)
 
@@ -498,7 +517,7 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
                          on_labels: Sequence[int] | None = None, *, variant: str = "dot", normalize: str = "none",
                          checkpoints_used: str | Sequence[int] = "all",
                          per_checkpoint: bool = False, method: str = "auto", batch_size: int = 16,
-                         max_length: int = 64, chunk_size: int = 1024, verbose: bool = True,
+                         max_length: int = 64, chunk_size: int | None = None, verbose: bool = True,
                          reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
     """Σ_{z'∈on} TracInCP(z, z') for every training example z: (n_train,), or (n_checkpoints, n_train).
 
@@ -520,16 +539,17 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
     train, train_labels, on, on_labels = _pairs(train, train_labels, on, on_labels)
     _, tr_texts, tr_labels = _examples(train, train_labels, "train")
     _, on_texts, on_lab = _examples(on, on_labels, "on")
-    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length)
+    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
+               chunk_size)
     out = np.zeros((len(s.ckpts), len(tr_texts)), dtype=np.float32)
     total = len(s.ckpts) * (len(on_texts) + len(tr_texts))
     with _preserved(model), _progress(total, "aggregated influence", verbose) as pbar:
         if len(on_texts) or reduce is not None:
-            vs = _test_side(model, s, on_texts, on_lab, summed=True, chunk_size=chunk_size, pbar=pbar,
+            vs = _test_side(model, s, on_texts, on_lab, summed=True, chunk_size=s.chunk, pbar=pbar,
                             unit=normalize == "per_mistake")
             if reduce is not None:
                 vs = [reduce(v) for v in vs]
-            for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, chunk_size, pbar):
+            for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, s.chunk, pbar):
                 out[c, start:stop] = (g @ vs[c][0]).numpy()
     return out if per_checkpoint else out.sum(0)
 
@@ -549,7 +569,8 @@ def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
                    train_labels: Sequence[int] | None = None, test: Any = None,
                    test_labels: Sequence[int] | None = None, *, k: int = 5, variant: str = "dot",
                    checkpoints_used: str | Sequence[int] = "all", method: str = "auto",
-                   batch_size: int = 16, max_length: int = 64, chunk_size: int = 1024, with_predictions: bool = True,
+                   batch_size: int = 16, max_length: int = 64, chunk_size: int | None = None,
+                   with_predictions: bool = True,
                    verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The k strongest proponents and opponents in the training set of every test example, streamed: memory is
     n_test × P per checkpoint plus chunk_size × (P + n_test), never n_test × n_train.
@@ -567,16 +588,17 @@ def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
     if k < 1:
         raise InfluenceError(f"k={k}; ask for at least 1")
     k = min(k, len(tr_texts))
-    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length)
+    s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
+               chunk_size)
     n_test = len(te_texts)
     best = {"pro": (torch.full((n_test, 0), -np.inf), torch.zeros(n_test, 0, dtype=torch.long)),
             "opp": (torch.full((n_test, 0), -np.inf), torch.zeros(n_test, 0, dtype=torch.long))}
     preds = _predict(model, tokenizer, te_texts, batch_size, max_length) if with_predictions else None
     total = len(s.ckpts) * (n_test + len(tr_texts))
     with _preserved(model), _progress(total, "top influences", verbose) as pbar:
-        test_side = _test_side(model, s, te_texts, te_labels, summed=False, chunk_size=chunk_size, pbar=pbar)
+        test_side = _test_side(model, s, te_texts, te_labels, summed=False, chunk_size=s.chunk, pbar=pbar)
         scores = None
-        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, chunk_size, pbar):
+        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, s.chunk, pbar):
             part = test_side[c] @ g.T  # (n_test, chunk)
             scores = part if c == 0 else scores + part
             if c < len(s.ckpts) - 1:

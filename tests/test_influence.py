@@ -271,6 +271,27 @@ def test_aggregated_is_the_sum_of_rows(pt, ckpts, variant):
     assert per.shape == (3, 12) and _rel(per.sum(0), agg) <= 1e-5
 
 
+def test_automatic_chunk_size_streams_the_same_scores(pt, ckpts, monkeypatch):
+    import gbair_nb.influence as inf
+
+    # closed form: floor(budget / (4 bytes x P)), at least 1, at most the cap
+    assert inf.auto_chunk_size(8_835) == 1024
+    assert inf.auto_chunk_size(22_700_000) == 2  # full fine-tuning of MiniLM: 2 rows of 90.8 MB in 256 MB
+    assert inf.auto_chunk_size(10**12) == 1
+    assert inf.auto_chunk_size(1000, budget_bytes=4 * 1000 * 7) == 7
+    model, tok = pt
+    one_chunk = aggregated_influence(model, tok, ckpts, TRAIN, TRAIN_LABELS, TEST, TEST_LABELS, verbose=False)
+    P = sum(sl.stop - sl.start for sl in grad_slices(model).values())
+    monkeypatch.setattr(inf, "CHUNK_BYTES", 4 * P * 5)  # a budget of 5 rows: 12 examples stream in 3 chunks
+    calls = []
+    real = inf._train_chunks
+    monkeypatch.setattr(inf, "_train_chunks", lambda *a: calls.append(a[4]) or real(*a))
+    streamed = aggregated_influence(model, tok, ckpts, TRAIN, TRAIN_LABELS, TEST, TEST_LABELS, verbose=False)
+    assert calls == [5] and _rel(streamed, one_chunk) <= 1e-6
+    with pytest.raises(InfluenceError, match="chunk_size"):
+        aggregated_influence(model, tok, ckpts, TRAIN, TRAIN_LABELS, TEST, TEST_LABELS, chunk_size=0, verbose=False)
+
+
 def test_aggregated_per_mistake_normalisation(pt, ckpts):
     model, tok = pt
     agg = aggregated_influence(model, tok, ckpts, TRAIN, TRAIN_LABELS, TEST, TEST_LABELS, normalize="per_mistake",
