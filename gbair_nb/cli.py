@@ -147,6 +147,34 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _keep_ratio(text: str) -> float:
+    try:
+        r = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < r <= 1:
+        raise argparse.ArgumentTypeError(f"the fraction of entries GMT updates must be in (0, 1]; got {r} "
+                                         "(the GMT paper's mask ratio 0.8 is --gmt 0.2)")
+    return r
+
+
+METHOD_CHOICES = ["prompt_tuning", "head_only", "lora", "gift", "full"]
+
+
+def add_method_arguments(g) -> None:
+    """``--method`` and ``--gmt`` (shared by ``train`` and ``recover``)."""
+    g.add_argument("--method", default="prompt_tuning", choices=METHOD_CHOICES,
+                   help="PET method (default prompt_tuning); each has its own learning rate (train.METHOD_DEFAULTS)")
+    g.add_argument("--gmt", type=_keep_ratio, default=None, metavar="KEEP",
+                   help="gradient-mask tuning: update only this fraction of each tensor's entries, those with the "
+                        "largest gradients (e.g. 0.2; with --method full or lora)")
+
+
+def method_overrides(args: argparse.Namespace) -> dict:
+    """TrainConfig overrides from ``--gmt``."""
+    return {} if args.gmt is None else {"gmt": {"keep_ratio": args.gmt}}
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, *, sizes_from: str | None = None) -> None:
     """``--dataset``, ``--text-col``, ``--label-col``, split sizes and ``--seed`` (shared by data-using commands).
 
@@ -178,9 +206,7 @@ def train_add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--source", default=None, help="class_conditional: the class to corrupt (name or id)")
     g.add_argument("--target", default=None, help="class_conditional: the class it becomes (name or id)")
     g = parser.add_argument_group("training")
-    g.add_argument("--method", default="prompt_tuning",
-                   choices=["prompt_tuning", "head_only", "lora", "gift", "full"],
-                   help="PET method (default prompt_tuning); each has its own learning rate (train.METHOD_DEFAULTS)")
+    add_method_arguments(g)
     g.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: TrainConfig's)")
     g.add_argument("--quick", action="store_true",
                    help="quick mode (also GBAIR_QUICK=1): small sizes and short training, for a first look or CI")
@@ -307,7 +333,7 @@ def train_run(args: argparse.Namespace) -> int:
     from .train import TrainConfig, evaluate, train
 
     setup(quiet=True)
-    overrides = {"seed": args.seed, "backbone": args.backbone}
+    overrides = {"seed": args.seed, "backbone": args.backbone, **method_overrides(args)}
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     config = TrainConfig.for_method(args.method, quick=quick, **overrides)

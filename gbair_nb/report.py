@@ -125,7 +125,7 @@ def plot_recovery_curves(report: dict, *, metric: str = "test_macro_f1", ax=None
 
 # ----------------------------------------------------------------------------------------------------- the CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import _positive_int, _rate, add_data_arguments
+    from .cli import _positive_int, _rate, add_data_arguments, add_method_arguments
 
     add_data_arguments(parser, sizes_from="split size (default: the dataset's scenario in recovery.SCENARIOS; "
                                           "quick mode 300/150/300)")
@@ -140,8 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--scorer", default="gbair,random",
                    help=f"comma-separated scorers, or 'all': {', '.join(SCORERS)} (default gbair,random)")
     g.add_argument("--fix", default="flip", choices=["flip", "predict", "remove"], help="how flagged labels are fixed")
-    g.add_argument("--method", default="prompt_tuning", choices=["prompt_tuning", "head_only", "lora", "gift"],
-                   help="PET method (default prompt_tuning); each has its own learning rate (train.METHOD_DEFAULTS)")
+    add_method_arguments(g)
     g.add_argument("--variant", default="dot", choices=["dot", "cosine"], help="TracIn variant for gbair")
     g.add_argument("--quick", action="store_true", help="quick mode (also GBAIR_QUICK=1)")
     g.add_argument("--out", type=Path, default=Path("runs/recover"), help="output directory (default runs/recover)")
@@ -192,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
     setup(quiet=True)
     from .train import TrainConfig
 
-    overrides = {"seed": args.seed, "backbone": args.backbone}
+    from .cli import method_overrides
+
+    overrides = {"seed": args.seed, "backbone": args.backbone, **method_overrides(args)}
     from .llm import is_causal_lm, task_options
 
     if is_causal_lm(args.backbone):  # a decoder answers with label words: the dataset's template and verbalizer

@@ -69,6 +69,14 @@ def test_train_on_a_user_csv_in_process(tmp_path, capsys):
     assert (table.loc[table["is_corrupted"], "noisy_label_name"] == "neg").all() and table["is_corrupted"].sum() == 2
 
 
+def test_train_with_lora_and_gmt_records_both(tmp_path, capsys):
+    code = cli.main(["train", "--method", "lora", "--gmt", "0.2", "--backbone", "tiny", "--n-train", "32",
+                     "--n-val", "16", "--n-test", "16", "--epochs", "1", "--quiet", "--out", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    assert config["method"] == "lora" and config["gmt"] == {"keep_ratio": 0.2}
+
+
 BAD = {
     "unknown dataset": (["--dataset", "imdb"], "unknown dataset 'imdb'"),
     "missing file": (["--dataset", "nope/missing.csv"], "file not found"),
@@ -78,6 +86,7 @@ BAD = {
     "sizes do not fit": (["--n-train", "5000"], "more than the 4862 examples"),
     "bad class": (["--corrupt", "0.1", "--mode", "class_conditional", "--source", "eggs"], "'eggs' is not a class"),
     "bad mode": (["--mode", "sideways"], "invalid choice"),
+    "bad GMT ratio": (["--method", "full", "--gmt", "0"], "must be in (0, 1]"),
     "no --out": (None, "required: --out"),
 }
 

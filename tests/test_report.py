@@ -88,7 +88,22 @@ def test_recover_cli_writes_report_and_curve(tmp_path):
     assert (out / "recovery_curve.png").stat().st_size > 10_000
 
 
+def test_recover_cli_full_fine_tuning_with_gmt(tmp_path):
+    # every parameter trainable, GMT masking the updates: G-BAIR's TracIn streams full-size gradients in small chunks
+    out = tmp_path / "full"
+    p = _cli("recover", "--quick", "--backbone", "tiny", "--n-train", "60", "--n-val", "30", "--n-test", "30",
+             "--rounds", "1", "--k", "5", "--scorer", "gbair", "--method", "full", "--gmt", "0.5", "--quiet",
+             "--out", str(out))
+    assert p.returncode == 0, p.stderr[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["method"] == "full" and rep["config"]["gmt"] == {"keep_ratio": 0.5}
+    r1 = rep["scorers"]["gbair"]["rounds"][1]
+    assert len(set(r1["flagged_ids"])) == 5 and 0 <= r1["flagged_precision"] <= 1
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--gmt", "1.5"], "must be in (0, 1]"),
+    (["--method", "magic"], "invalid choice"),
     (["--scorer", "magic"], "unknown scorer"),
     (["--dataset", "nope.csv"], "file not found"),
     (["--dataset", "tweets", "--fix", "flip"], "binary"),
