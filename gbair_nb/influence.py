@@ -413,7 +413,7 @@ def _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, bat
     return _Setup(ckpts, [lr_vector(slices, c.lrs) for c in ckpts], grad, chunk)
 
 
-def _test_side(model, s: _Setup, texts, labels, *, summed: bool, chunk_size: int, pbar,
+def _test_side(model, s: _Setup, texts, labels, *, summed: bool, pbar,
                unit: bool = False) -> list[torch.Tensor]:
     """Per checkpoint: lrs ⊙ (normalised) test gradients, (n_test, P) — or their sum over the set, (1, P)."""
     out = []
@@ -421,8 +421,8 @@ def _test_side(model, s: _Setup, texts, labels, *, summed: bool, chunk_size: int
         load_trainable_state(model, ck.state)
         if summed:  # Σ_{z'∈M} ∇ℓ(z'): one vector per checkpoint, streamed
             acc = torch.zeros(1, w.numel())
-            for a in range(0, len(texts), chunk_size):
-                g = s.grad(texts[a:a + chunk_size], labels[a:a + chunk_size], pbar)
+            for a in range(0, len(texts), s.chunk):
+                g = s.grad(texts[a:a + s.chunk], labels[a:a + s.chunk], pbar)
                 acc += (_normalise(g) if unit else g).sum(0, keepdim=True)
             out.append(acc * w)
         else:
@@ -430,12 +430,11 @@ def _test_side(model, s: _Setup, texts, labels, *, summed: bool, chunk_size: int
     return out
 
 
-def _train_chunks(model, s: _Setup, texts, labels, chunk_size: int,
-                  pbar) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+def _train_chunks(model, s: _Setup, texts, labels, pbar) -> Iterator[tuple[int, int, int, torch.Tensor]]:
     """Stream the training set: (start, stop, checkpoint index, (chunk, P) gradients), chunks outer, checkpoints
     inner, so scores for a chunk are complete before the next chunk's gradients are computed."""
-    for start in range(0, len(texts), chunk_size):
-        stop = min(start + chunk_size, len(texts))
+    for start in range(0, len(texts), s.chunk):
+        stop = min(start + s.chunk, len(texts))
         for c, ck in enumerate(s.ckpts):
             load_trainable_state(model, ck.state)
             yield start, stop, c, s.grad(texts[start:stop], labels[start:stop], pbar)
@@ -479,8 +478,8 @@ def tracin(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
     out = np.zeros((len(s.ckpts), len(te_texts), len(tr_texts)), dtype=np.float32)
     total = len(s.ckpts) * (len(te_texts) + len(tr_texts))
     with _preserved(model), _progress(total, "TracIn", verbose) as pbar:
-        test_side = _test_side(model, s, te_texts, te_labels, summed=False, chunk_size=s.chunk, pbar=pbar)
-        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, s.chunk, pbar):
+        test_side = _test_side(model, s, te_texts, te_labels, summed=False, pbar=pbar)
+        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, pbar):
             out[c, :, start:stop] = (test_side[c] @ g.T).numpy()
     return out if per_checkpoint else out.sum(0)
 
@@ -504,7 +503,7 @@ def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
                chunk_size)
     out = np.zeros((len(s.ckpts), len(tr_texts)), dtype=np.float32)
     with _preserved(model), _progress(len(s.ckpts) * len(tr_texts), "self-influence", verbose) as pbar:
-        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, s.chunk, pbar):
+        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, pbar):
             out[c, start:stop] = (g * g * s.weights[c]).sum(1).numpy()
     return out if per_checkpoint else out.sum(0)
 
@@ -545,11 +544,11 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
     total = len(s.ckpts) * (len(on_texts) + len(tr_texts))
     with _preserved(model), _progress(total, "aggregated influence", verbose) as pbar:
         if len(on_texts) or reduce is not None:
-            vs = _test_side(model, s, on_texts, on_lab, summed=True, chunk_size=s.chunk, pbar=pbar,
+            vs = _test_side(model, s, on_texts, on_lab, summed=True, pbar=pbar,
                             unit=normalize == "per_mistake")
             if reduce is not None:
                 vs = [reduce(v) for v in vs]
-            for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, s.chunk, pbar):
+            for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, pbar):
                 out[c, start:stop] = (g @ vs[c][0]).numpy()
     return out if per_checkpoint else out.sum(0)
 
@@ -596,9 +595,9 @@ def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
     preds = _predict(model, tokenizer, te_texts, batch_size, max_length) if with_predictions else None
     total = len(s.ckpts) * (n_test + len(tr_texts))
     with _preserved(model), _progress(total, "top influences", verbose) as pbar:
-        test_side = _test_side(model, s, te_texts, te_labels, summed=False, chunk_size=s.chunk, pbar=pbar)
+        test_side = _test_side(model, s, te_texts, te_labels, summed=False, pbar=pbar)
         scores = None
-        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, s.chunk, pbar):
+        for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, pbar):
             part = test_side[c] @ g.T  # (n_test, chunk)
             scores = part if c == 0 else scores + part
             if c < len(s.ckpts) - 1:

@@ -285,7 +285,7 @@ def test_automatic_chunk_size_streams_the_same_scores(pt, ckpts, monkeypatch):
     monkeypatch.setattr(inf, "CHUNK_BYTES", 4 * P * 5)  # a budget of 5 rows: 12 examples stream in 3 chunks
     calls = []
     real = inf._train_chunks
-    monkeypatch.setattr(inf, "_train_chunks", lambda *a: calls.append(a[4]) or real(*a))
+    monkeypatch.setattr(inf, "_train_chunks", lambda *a: calls.append(a[1].chunk) or real(*a))
     streamed = aggregated_influence(model, tok, ckpts, TRAIN, TRAIN_LABELS, TEST, TEST_LABELS, verbose=False)
     assert calls == [5] and _rel(streamed, one_chunk) <= 1e-6
     with pytest.raises(InfluenceError, match="chunk_size"):
