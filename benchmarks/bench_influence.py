@@ -205,7 +205,8 @@ def main(argv=None) -> None:
     ckpts = make_checkpoints(model, tok, fit_texts, ds.labels[pos[-200:]], C)
     uptime = open("/proc/loadavg").read().split()[:3]
     print(f"minilm prompt tuning, {sum(p.numel() for p in model.parameters() if p.requires_grad)} trainable params, "
-          f"{args.dataset} ({ds.num_classes} classes), max_length 64, batch {args.batch_size}, {C} checkpoints, torch threads {args.threads}, "
+          f"{args.dataset} ({ds.num_classes} classes), max_length 64, batch {args.batch_size}, {C} checkpoints, "
+          f"torch threads {args.threads}, "
           f"load average at start {' '.join(uptime)}")
 
     if args.memory:

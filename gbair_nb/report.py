@@ -189,9 +189,8 @@ def run(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"--out {out} exists and is not a directory")
     scenario = _scenario_from_args(args, quick)
     setup(quiet=True)
-    from .train import TrainConfig
-
     from .cli import method_overrides
+    from .train import TrainConfig
 
     overrides = {"seed": args.seed, "backbone": args.backbone, **method_overrides(args)}
     from .llm import is_causal_lm, task_options
