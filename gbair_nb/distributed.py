@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import io
 import json
 import os
 import sys
@@ -37,11 +36,12 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+
+from .files import figure_bytes, write_atomic  # noqa: F401  (re-exported: rank 0 writes through these)
 
 __all__ = ["DistributedError", "Job", "job", "launched", "backend", "rank", "world_size", "is_active", "part",
            "gather", "all_reduce_sum", "self_influence", "aggregated_influence", "top_influences",
@@ -502,23 +502,3 @@ def job() -> Iterator[Job]:
         j._done.set()
         if own_group and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def write_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers see the old file or the whole new
-    one, never half of it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, str):
-        tmp.write_text(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
-def figure_bytes(fig, **savefig_kwargs) -> bytes:
-    """A matplotlib figure as PNG bytes (for :func:`write_atomic`)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", **savefig_kwargs)
-    return buf.getvalue()

@@ -201,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
     rounds = args.rounds or (2 if quick else 5)
     print(f"scenario {scenario.name}: {scenario.splits.sizes()}, {scenario.corruption.n_corrupted} corrupted "
           f"training labels; scorers {', '.join(scorers)}; quick mode {'on' if quick else 'off'}", file=sys.stderr)
-    from .distributed import figure_bytes, job, write_atomic
+    from .distributed import job
+    from .files import figure_bytes, write_atomic
 
     with job() as j:  # under torchrun / accelerate launch: one process of several (docs/distributed.md)
         report = run_recovery(scenario, scorers=scorers, k=args.k, rounds=rounds, fix=args.fix, config=config,
