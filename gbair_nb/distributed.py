@@ -21,9 +21,10 @@ single-process run — same flagged ids in the same order, metrics equal up to t
   that fails publishes its error to the process group's store; rank 0 prints it and the job ends non-zero with no
   report.
 
-Nothing here runs at import time; outside torchrun/accelerate :func:`job` is a no-op and the helpers act on one
-process. The hooks it installs while a job runs: ``gbair_nb.train.forward_backward`` (the training step) and the
-per-example entries of ``gbair_nb.recovery.SCORERS``.
+Nothing here runs at import time and nothing here replaces anything elsewhere: :func:`job` gives the loop a
+:class:`~gbair_nb.loop.Compute` value (``job.compute``) with the data-parallel training step and this module's
+sharded TracIn functions, which the loop's scorers call through ``ctx.influence``. Outside torchrun/accelerate
+:func:`job` is a no-op, ``job.compute`` is the single-process one, and the helpers act on one process.
 """
 from __future__ import annotations
 
@@ -35,17 +36,15 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .files import figure_bytes, write_atomic  # noqa: F401  (re-exported: rank 0 writes through these)
-
 __all__ = ["DistributedError", "Job", "job", "launched", "backend", "rank", "world_size", "is_active", "part",
            "gather", "all_reduce_sum", "self_influence", "aggregated_influence", "top_influences",
-           "forward_backward", "write_atomic", "FAIL_ENV", "TIMEOUT_ENV"]
+           "per_example_grads", "forward_backward", "FAIL_ENV", "TIMEOUT_ENV"]
 
 FAIL_ENV = "GBAIR_DIST_FAIL_RANK"  # test hook: this rank raises at its 3rd training step
 TIMEOUT_ENV = "GBAIR_DIST_TIMEOUT"  # seconds a collective may wait for a silent rank (default 1800)
@@ -225,6 +224,17 @@ def self_influence(model, tokenizer, checkpoints: Sequence[Any], train: Any, tra
     return np.moveaxis(gather(np.moveaxis(local, -1, 0), n), 0, -1)
 
 
+def per_example_grads(model, tokenizer, texts: Sequence[str], labels: Sequence[int], **options):
+    """:func:`gbair_nb.influence.per_example_grads`, each rank on its slice of the examples, gathered:
+    ``(grads (n, P), slices)`` on every rank."""
+    from . import influence
+
+    n = len(texts)
+    sl = part(n)
+    g, slices = influence.per_example_grads(model, tokenizer, list(texts)[sl], np.asarray(labels)[sl], **options)
+    return torch.from_numpy(gather(g, n)), slices
+
+
 def aggregated_influence(model, tokenizer, checkpoints: Sequence[Any], train: Any, train_labels=None, on: Any = None,
                          on_labels=None, **options) -> np.ndarray:
     """:func:`gbair_nb.influence.aggregated_influence`, sharded twice: each rank sums the gradients of its slice of
@@ -232,7 +242,7 @@ def aggregated_influence(model, tokenizer, checkpoints: Sequence[Any], train: An
     every rank. Negative = pushed the model toward the ``on`` examples. Same call styles as the original."""
     from . import influence
 
-    train, train_labels, on, on_labels = influence._pairs(train, train_labels, on, on_labels)
+    train, train_labels, on, on_labels = influence.resolve_pairs(train, train_labels, on, on_labels)
     n = len(train.texts) if hasattr(train, "texts") else len(train)
     n_on = len(on.texts) if hasattr(on, "texts") else len(on)
     if on_labels is None and hasattr(on, "labels"):
@@ -256,7 +266,7 @@ def top_influences(model, tokenizer, checkpoints: Sequence[Any], train: Any, tra
 
     from . import influence
 
-    train, train_labels, test, test_labels = influence._pairs(train, train_labels, test, test_labels)
+    train, train_labels, test, test_labels = influence.resolve_pairs(train, train_labels, test, test_labels)
     if not hasattr(train, "texts"):  # plain lists: ids are positions in the whole list
         from .data import TextDataset
 
@@ -288,53 +298,6 @@ def top_influences(model, tokenizer, checkpoints: Sequence[Any], train: Any, tra
     return out[0], out[1]
 
 
-# ------------------------------------------------------------------------------------------- sharded scorers
-_PER_EXAMPLE = ("self_influence", "grand", "loss", "margin", "el2n")  # score(i) depends on example i alone
-
-
-def _sharded_scorer(fn: Callable) -> Callable:
-    def scorer(ctx) -> np.ndarray:
-        n = len(ctx.train)
-        sl = part(n)
-        sub = replace(ctx, train=ctx.train.subset(np.arange(sl.start, sl.stop)), _cache={})
-        return gather(np.asarray(fn(sub), dtype=np.float64), n)
-
-    scorer.__name__ = getattr(fn, "__name__", "scorer") + "_sharded"
-    scorer.__doc__ = f"{fn.__doc__ or ''} (each rank scores its slice of the training set; gathered)"
-    return scorer
-
-
-def _score_gbair(ctx) -> np.ndarray:
-    """− Σ_{z'∈M} TracInCP(z, z'), both the training set and the mistakes M sharded over ranks."""
-    from .recovery import _influence_kwargs
-
-    mistakes = ctx.val_mistakes()
-    if len(mistakes) == 0:
-        return np.zeros(len(ctx.train))
-    agg = aggregated_influence(
-        ctx.run.model, ctx.run.tokenizer, ctx.run.checkpoints, ctx.train.texts, ctx.train.labels,
-        [ctx.val.texts[i] for i in mistakes], ctx.val.labels[mistakes], max_length=ctx.run.config.max_length,
-        normalize=ctx.options.get("normalize", "none"), verbose=False, **_influence_kwargs(ctx))
-    return -np.asarray(agg, dtype=np.float64)
-
-
-@contextmanager
-def _hooks() -> Iterator[None]:
-    from . import recovery, train
-
-    saved_step, saved_scorers = train.forward_backward, dict(recovery.SCORERS)
-    train.forward_backward = forward_backward
-    for name in _PER_EXAMPLE:
-        if name in recovery.SCORERS:
-            recovery.SCORERS[name] = _sharded_scorer(saved_scorers[name])
-    recovery.SCORERS["gbair"] = _score_gbair
-    try:
-        yield
-    finally:
-        train.forward_backward = saved_step
-        recovery.SCORERS.update(saved_scorers)
-
-
 # ------------------------------------------------------------------------------------------ the job and failure
 def _digest(report: Any) -> str:
     """What every rank must agree on before rank 0 writes: the flagged ids of every scorer and round."""
@@ -358,6 +321,17 @@ class Job:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def compute(self):
+        """What the G-BAIR loop should run its heavy steps with (``gbair(..., compute=job.compute)``): alone,
+        :data:`gbair_nb.loop.LOCAL`; in a job of several processes, the data-parallel :func:`forward_backward` and
+        this module's sharded TracIn functions (the same names and results as :mod:`gbair_nb.influence`)."""
+        from .loop import LOCAL, Compute
+
+        if self.world_size == 1:
+            return LOCAL
+        return Compute(step=forward_backward, influence=sys.modules[__name__])
 
     def agree(self, result: Any) -> bool:
         """Wait for every rank to finish, check that they agree on ``result`` (a report: its flagged ids);
@@ -442,9 +416,10 @@ def job() -> Iterator[Job]:
     """Run the enclosed work as one process of a torchrun / accelerate job, or alone.
 
     Launched (``RANK`` and ``WORLD_SIZE`` > 1 in the environment): joins the process group (nccl with a GPU, gloo
-    without; ``LOCAL_RANK`` picks the GPU; collectives time out after ``$GBAIR_DIST_TIMEOUT`` s, default 1800),
-    installs the data-parallel training step and the sharded scorers, and watches for a failed rank. Call
-    ``j.agree(result)`` before writing: True on rank 0 only, after every rank finished with the same flagged ids.
+    without; ``LOCAL_RANK`` picks the GPU; collectives time out after ``$GBAIR_DIST_TIMEOUT`` s, default 1800) and
+    watches for a failed rank. Hand ``j.compute`` to the loop (``gbair``, ``run_recovery``): the data-parallel
+    training step and the sharded TracIn. Call ``j.agree(result)`` before writing: True on rank 0 only, after every
+    rank finished with the same flagged ids.
 
     A rank that raises publishes its error; rank 0 prints ``error: rank R failed: …`` and every process exits
     non-zero without writing. Alone: yields ``Job()`` (rank 0 of 1) and changes nothing.
@@ -468,8 +443,7 @@ def job() -> Iterator[Job]:
     if j._store is not None:
         threading.Thread(target=j._watch, name="gbair_nb-watchdog", daemon=True).start()
     try:
-        with _hooks():
-            yield j
+        yield j
     except BaseException as exc:
         if j._done.is_set():  # the job had its result; this is rank 0's own writing error, say it as usual
             raise

@@ -23,13 +23,14 @@ import time
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .data import TextDataset
-from .recovery import SCORERS, Recovery, RoundRecord, Scenario, ScoreContext, _apply_fixes, _evaluate, default_k
+from .loop import LOCAL, Compute, LoopState, Recovery, RoundRecord, StoppingRule, round_metrics
+from .recovery import SCORERS, Scenario, Scorer, ScoreContext, default_k, pick
 from .relabel import RelabelSession
 from .train import Run, TrainConfig, train
 
@@ -229,77 +230,58 @@ class HumanRounds:
     def __init__(self, scenario: Scenario, journal_path: str | os.PathLike, *, scorer: str | Callable = "gbair",
                  k: int | None = None, config: TrainConfig | None = None, seed: int = 0,
                  options: dict | None = None, annotator: Annotator | None = None, max_influenced: int = 3,
-                 verbose: bool = True) -> None:
+                 registry: Mapping[str, Scorer] = SCORERS, compute: Compute = LOCAL, verbose: bool = True) -> None:
         config = config or TrainConfig.default()
         self.config = replace(config, seed=seed) if config.seed != seed else config
-        if isinstance(scorer, str) and scorer not in SCORERS:
-            raise ValueError(f"unknown scorer {scorer!r}; use one of {', '.join(SCORERS)}")
         self.scorer = scorer
-        self.score_fn = SCORERS[scorer] if isinstance(scorer, str) else scorer
-        self.scenario, self.seed, self.options = scenario, seed, dict(options or {})
+        self.score_fn = pick(scorer, registry, "scorer")
+        self.scenario, self.seed, self.options, self.compute = scenario, seed, dict(options or {}), compute
         self.verbose, self.max_influenced = verbose, max_influenced
-        base = scenario.splits.train
-        self.k = default_k(len(base)) if k is None else int(k)
-        if not 1 <= self.k <= len(base):
-            raise ValueError(f"k must be between 1 and the training-set size {len(base)}; got {k}")
+        self.state = LoopState(scenario, default_k(len(scenario.splits.train)) if k is None else k)
         self.fixer = human_fixer(journal_path, scenario.train, annotator=annotator, unreviewed="keep")
-        self.labels = scenario.corruption.noisy_labels.copy()
-        self.kept = np.ones(len(base), dtype=bool)
-        self.reviewed = np.zeros(len(base), dtype=bool)
-        self.records: list[RoundRecord] = []
-        self.history: list[tuple[np.ndarray, np.ndarray]] = []
         self.run: Run | None = None
         self.ctx: ScoreContext | None = None
         self.flagged: list[int] | None = None  # positions in the full training set, awaiting apply()
         self.flagged_frame: pd.DataFrame | None = None
         self.influenced: dict[int, pd.DataFrame] = {}
 
+    # the loop's state, read-only views for the notebook
+    k = property(lambda self: self.state.k, doc="Examples flagged per round.")
+    labels = property(lambda self: self.state.labels, doc="Current labels, by position in the training set.")
+    kept = property(lambda self: self.state.kept, doc="False for removed examples.")
+    reviewed = property(lambda self: self.state.reviewed, doc="True once an example was decided.")
+    records = property(lambda self: self.state.records, doc="One RoundRecord per trained round.")
+    history = property(lambda self: self.state.history, doc="(labels, kept) each round trained on.")
+
     @property
     def round(self) -> int:
         """The round the next ``apply()`` trains (the current session's round)."""
-        return len(self.records)
+        return self.state.round
 
     @property
     def session(self) -> RelabelSession | None:
         return self.fixer.session
 
-    def _current(self) -> tuple[np.ndarray, TextDataset]:
-        positions = np.flatnonzero(self.kept)
-        return positions, self.scenario.splits.train.subset(positions).with_labels(self.labels[positions])
-
-    def _train_and_record(self, pending: dict | None) -> RoundRecord:
+    def _train_and_record(self) -> RoundRecord:
         t0 = time.perf_counter()
-        _, current = self._current()
-        self.run = train(current, config=self.config, verbose=self.verbose)
-        m = _evaluate(self.run, self.scenario.splits.val, self.scenario.splits.test)
-        truth = self.scenario.corruption.labels
-        rec = RoundRecord(round=len(self.records), **m,
-                          wrong_labels_remaining=int(((self.labels != truth) & self.kept).sum()),
-                          n_removed=int((~self.kept).sum()))
-        if pending is not None:
-            rec.flagged_ids, rec.flagged_precision, rec.n_fixed_correctly = (
-                pending["ids"], pending["precision"], pending["fixed"])
-        rec.seconds = time.perf_counter() - t0
-        self.records.append(rec)
-        self.history.append((self.labels.copy(), self.kept.copy()))
-        return rec
+        _, current = self.state.current()
+        self.run = train(current, config=self.config, step=self.compute.step, verbose=self.verbose)
+        m = round_metrics(self.run, self.scenario.splits.val, self.scenario.splits.test)
+        return self.state.record(m, seconds=time.perf_counter() - t0)
 
     def flag(self) -> RelabelSession:
         """Train (round 0 only; later rounds were trained by ``apply()``), score, flag the top k not yet reviewed
         and open this round's session. Calling it again before ``apply()`` returns the same session."""
         if self.run is None:
-            self._train_and_record(None)
+            self._train_and_record()
         if self.flagged is not None:
             return self.fixer.session
-        positions, current = self._current()
+        positions, current = self.state.current()
         self.ctx = ctx = ScoreContext(self.run, current, self.scenario.splits.val, self.config,
-                                      seed=self.seed + self.round - 1, options=self.options)
-        n = len(self.scenario.splits.train)
-        scores = np.full(n, -np.inf)
-        scores[positions] = np.asarray(self.score_fn(ctx), dtype=np.float64)
-        scores[self.reviewed | ~self.kept] = -np.inf
-        order = np.argsort(-scores, kind="stable")
-        self.flagged = [int(p) for p in order[: self.k] if np.isfinite(scores[p])]
+                                      seed=self.seed + self.round - 1, options=self.options, compute=self.compute)
+        scores = np.asarray(self.score_fn(ctx), dtype=np.float64)
+        self.flagged = self.state.flag(scores)
+        self.records[-1].detection = self.state.detection(scores)
         if not self.flagged:
             raise RuntimeError("nothing left to review: every training example has been reviewed or removed")
         local = {int(p): j for j, p in enumerate(positions)}
@@ -308,7 +290,7 @@ class HumanRounds:
         base = self.scenario.splits.train
         self.flagged_frame = pd.DataFrame({
             "id": base.ids[self.flagged], "text": [current.texts[j] for j in loc], "label": current.labels[loc],
-            "pred": probs[loc].argmax(1), "prob": probs[loc].max(1), "score": scores[self.flagged]})
+            "pred": probs[loc].argmax(1), "prob": probs[loc].max(1), "score": scores[loc]})
         self.influenced = self._influenced(ctx, loc) if self.max_influenced else {}
         return self.fixer.open([int(i) for i in base.ids[self.flagged]], round=self.round)
 
@@ -352,11 +334,9 @@ class HumanRounds:
         """Apply this round's decisions (unreviewed examples keep their labels), retrain, record the round."""
         if self.flagged is None:
             raise RuntimeError("nothing flagged yet: call rounds.flag() first")
-        positions, _ = self._current()
-        pending = _apply_fixes(self.flagged, self.fixer, self.ctx, positions, self.labels, self.kept, self.reviewed,
-                               self.scenario.corruption.labels, self.scenario.splits.train)
+        self.state.apply(self.flagged, self.fixer, self.ctx)
         self.flagged, self.ctx = None, None
-        return self._train_and_record(pending)
+        return self._train_and_record()
 
     def frame(self) -> pd.DataFrame:
         """One row per round (columns of :class:`~gbair_nb.recovery.RoundRecord`)."""
@@ -368,9 +348,6 @@ class HumanRounds:
         """The rounds so far as a :class:`~gbair_nb.recovery.Recovery`; final labels = best validation macro-F1."""
         if not self.records:
             raise RuntimeError("no round yet: call rounds.flag() first")
-        best = max(range(len(self.records)), key=lambda r: (self.records[r].val_macro_f1, -r))
-        labels, kept = self.history[best]
         name = self.scorer if isinstance(self.scorer, str) else getattr(self.scorer, "__name__", "custom")
-        return Recovery(scorer=f"{name}+human", rounds=list(self.records), labels=labels.copy(), kept=kept.copy(),
-                        final_round=best, stopped_because="by hand", clean=None,
-                        options={"k": self.k, "fix": "human", **self.options})
+        return self.state.recovery(f"{name}+human", StoppingRule(rounds=max(0, self.round - 1)),
+                                   stopped_because="by hand", options={"k": self.k, "fix": "human", **self.options})

@@ -52,7 +52,7 @@ from torch import nn
 from .pet import batches, load_trainable_state, trainable_names, trainable_state
 
 __all__ = ["InfluenceError", "per_example_grads", "fast_path_available", "grad_slices", "lr_vector", "tracin",
-           "self_influence", "aggregated_influence", "top_influences", "auto_chunk_size"]
+           "self_influence", "aggregated_influence", "top_influences", "auto_chunk_size", "resolve_pairs"]
 
 METHODS = ("auto", "fast", "loop")
 CHUNK_BYTES = 256 * 2**20  # default memory for one streamed chunk of per-example gradients (chunk_size=None)
@@ -153,8 +153,9 @@ def _examples(data: Any, labels: Any, what: str) -> tuple[np.ndarray, list[str],
     return ids, texts, labels
 
 
-def _pairs(first: Any, first_labels: Any, second: Any, second_labels: Any) -> tuple[Any, Any, Any, Any]:
-    """Both call styles: ``(train_texts, train_labels, test_texts, test_labels)`` or ``(train_ds, test_ds)``."""
+def resolve_pairs(first: Any, first_labels: Any, second: Any, second_labels: Any) -> tuple[Any, Any, Any, Any]:
+    """Both call styles of the TracIn functions, as ``(first, first_labels, second, second_labels)``:
+    ``(train_texts, train_labels, test_texts, test_labels)`` or ``(train_ds, test_ds)``."""
     if hasattr(first_labels, "texts") and second is None:  # (train_ds, test_ds): the second dataset came 2nd
         first_labels, second, second_labels = None, first_labels, second_labels
     if second is None:
@@ -470,7 +471,7 @@ def tracin(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
     Call as ``tracin(model, tok, ckpts, train_texts, train_labels, test_texts, test_labels)`` or
     ``tracin(model, tok, ckpts, train_ds, test_ds)``.
     """
-    train, train_labels, test, test_labels = _pairs(train, train_labels, test, test_labels)
+    train, train_labels, test, test_labels = resolve_pairs(train, train_labels, test, test_labels)
     _, tr_texts, tr_labels = _examples(train, train_labels, "train")
     _, te_texts, te_labels = _examples(test, test_labels, "test")
     s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
@@ -535,7 +536,7 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
     """
     if normalize not in ("none", "per_mistake"):
         raise InfluenceError(f"normalize={normalize!r}; use 'none' or 'per_mistake'")
-    train, train_labels, on, on_labels = _pairs(train, train_labels, on, on_labels)
+    train, train_labels, on, on_labels = resolve_pairs(train, train_labels, on, on_labels)
     _, tr_texts, tr_labels = _examples(train, train_labels, "train")
     _, on_texts, on_lab = _examples(on, on_labels, "on")
     s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
@@ -581,7 +582,7 @@ def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
     ``.ids`` (positions for plain lists). Call as ``(…, train_texts, train_labels, test_texts, test_labels)`` or
     ``(…, train_ds, test_ds)``.
     """
-    train, train_labels, test, test_labels = _pairs(train, train_labels, test, test_labels)
+    train, train_labels, test, test_labels = resolve_pairs(train, train_labels, test, test_labels)
     tr_ids, tr_texts, tr_labels = _examples(train, train_labels, "train")
     te_ids, te_texts, te_labels = _examples(test, test_labels, "test")
     if k < 1:

@@ -40,23 +40,27 @@ def _json_safe(obj):
 
 def run_recovery(scenario: Scenario, *, scorers: Sequence[str] = ("gbair", "random"), k: int | None = None,
                  rounds: int = 5, fix: str = "flip", config=None, seed: int = 0, options: dict | None = None,
-                 patience: int = 1, clean: dict | None = None, round0=None, verbose: bool = True) -> dict:
+                 patience: int = 1, clean: dict | None = None, round0=None, compute=None,
+                 verbose: bool = True) -> dict:
     """Train the clean reference and the corrupted model once, then run the loop with every scorer.
 
     Returns the report (a JSON-ready dict): dataset, sizes, corruption (mode, rate, number of corrupted training
     labels), method, seed, the clean reference, and for each scorer its rounds (metrics, flagged ids, flagged
     precision, wrong labels remaining, seconds, detection metrics) and recovered fraction on macro-F1 and accuracy.
     ``clean`` (metrics from :func:`train_clean_reference`) and ``round0`` (a run trained on ``scenario.train`` with
-    ``config``) reuse work already done, e.g. in a notebook; by default both are trained here.
+    ``config``) reuse work already done, e.g. in a notebook; by default both are trained here. ``compute`` is how
+    the heavy steps run (:data:`gbair_nb.loop.LOCAL` alone; ``job.compute`` in a torchrun job).
     """
+    from .loop import LOCAL
     from .train import TrainConfig, train
 
+    compute = compute or LOCAL
     check_fix(fix, scenario.splits.train)  # before the two trainings below, not after
     config = config or TrainConfig.default(seed=seed)
     config = replace(config, seed=seed)
     t0 = time.perf_counter()
-    clean = clean if clean is not None else train_clean_reference(scenario, config)
-    round0 = round0 if round0 is not None else train(scenario.train, config=config, verbose=False)
+    clean = clean if clean is not None else train_clean_reference(scenario, config, compute=compute)
+    round0 = round0 if round0 is not None else train(scenario.train, config=config, step=compute.step, verbose=False)
     results = {}
     for name in scorers:
         if name not in SCORERS:
@@ -64,7 +68,7 @@ def run_recovery(scenario: Scenario, *, scorers: Sequence[str] = ("gbair", "rand
         if verbose:
             print(f"[{time.perf_counter() - t0:5.0f} s] recovery with scorer {name} …", file=sys.stderr, flush=True)
         rec = gbair(scenario, scorer=name, k=k, rounds=rounds, fix=fix, config=config, clean=clean, seed=seed,
-                    options=options, round0=round0, patience=patience, verbose=verbose)
+                    options=options, round0=round0, patience=patience, compute=compute, verbose=verbose)
         results[name] = rec.summary()
     c = scenario.corruption
     report = {
@@ -206,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
 
     with job() as j:  # under torchrun / accelerate launch: one process of several (docs/distributed.md)
         report = run_recovery(scenario, scorers=scorers, k=args.k, rounds=rounds, fix=args.fix, config=config,
-                              seed=args.seed, options={"variant": args.variant}, verbose=not args.quiet and j.is_main)
+                              seed=args.seed, options={"variant": args.variant}, compute=j.compute,
+                              verbose=not args.quiet and j.is_main)
         if not j.agree(report):  # every rank finished with the same flagged ids; only rank 0 writes
             return 0
     out.mkdir(parents=True, exist_ok=True)

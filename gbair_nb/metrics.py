@@ -1,0 +1,52 @@
+"""How well a score finds the wrong labels, and how much of the lost performance came back.
+
+Scores follow one convention everywhere in the toolkit: **higher = more likely mislabeled**.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["detection_metrics", "recovered_fraction"]
+
+
+def detection_metrics(scores: np.ndarray, is_corrupted: np.ndarray, *, k: int | None = None,
+                      inspect: Sequence[float] = (0.05, 0.1, 0.2)) -> dict:
+    """How well ``scores`` (n,) (higher = more suspect) rank the corrupted examples (``is_corrupted``, (n,) bool)
+    first.
+
+    Returns a dict: ``auroc`` (probability that a random wrong label outranks a random correct one), ``auprc``
+    (average precision), ``recall@F%`` for each fraction F of the data inspected (highest scores first),
+    ``precision@k`` (wrong labels among the top ``k``; default k = the number of wrong labels), ``n``,
+    ``n_corrupted`` and ``k``. AUROC and AUPRC are NaN when every label, or none, is wrong.
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(is_corrupted, dtype=bool)
+    if scores.shape != y.shape:
+        raise ValueError(f"scores {scores.shape} and is_corrupted {y.shape} must have the same shape")
+    n, pos = len(y), int(y.sum())
+    order = np.argsort(-scores, kind="stable")
+    out = {"n": n, "n_corrupted": pos}
+    if 0 < pos < n:
+        out["auroc"] = float(roc_auc_score(y, scores))
+        out["auprc"] = float(average_precision_score(y, scores))
+    else:
+        out["auroc"] = out["auprc"] = float("nan")
+    for f in inspect:
+        m = max(1, int(math.ceil(f * n)))
+        out[f"recall@{int(round(f * 100))}%"] = float(y[order[:m]].sum() / pos) if pos else float("nan")
+    k = pos if k is None else k
+    out["k"] = int(k)
+    out["precision@k"] = float(y[order[:k]].mean()) if k else float("nan")
+    return out
+
+
+def recovered_fraction(final: float, corrupted: float, clean: float) -> float:
+    """(final − corrupted) / (clean − corrupted): 1 = all the lost performance came back, 0 = none, < 0 = worse.
+    NaN when clean and corrupted are equal (nothing was lost)."""
+    gap = clean - corrupted
+    return float("nan") if abs(gap) < 1e-12 else float((final - corrupted) / gap)
