@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,8 @@ class TrainConfig:
     seed: int = 0
     method_options: dict = field(default_factory=lambda: {"num_virtual_tokens": 20})
     gmt: dict | None = None  # gradient-mask tuning options (gbair_nb.gmt.GMTConfig); None = off
+    class_weight: str | None = None  # "balanced": weight each class's loss by n / (C · count) of the training labels
+    dropout: float | None = None  # None: the backbone's own dropout; a number sets every dropout layer's rate
 
     @classmethod
     def quick(cls, **overrides) -> "TrainConfig":
@@ -191,20 +193,21 @@ def _checkpoint_steps(steps_per_epoch: int, epochs: int, n_checkpoints: int) -> 
     return sorted({int(math.ceil(total * (i + 1) / n_checkpoints)) for i in range(n_checkpoints)})
 
 
-def _forward_backward(model, batch: dict) -> float:
+def forward_backward(model, batch: dict) -> float:
+    """The training step's work on one batch: the gradients of the batch's mean loss land in each trainable
+    tensor's ``.grad``; returns that mean loss.
+
+    :func:`train` takes it as ``step=``: the distributed job passes its data-parallel version (each process takes
+    its share of the batch and the gradients are summed over processes) with the same contract.
+    """
     loss = model(**batch).loss
     loss.backward()
     return loss.item()
 
 
-# How one batch becomes gradients (in each trainable tensor's .grad) and its mean loss: the one hook for
-# data-parallel training. gbair_nb.distributed swaps in its version (each process takes its rows of the batch, the
-# gradients are summed over processes) while a torchrun job runs; nothing else should replace it.
-forward_backward = _forward_backward
-
-
 def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: TrainConfig | None = None,
-          out_dir: str | Path | None = None, model=None, tokenizer=None, verbose: bool = True) -> Run:
+          out_dir: str | Path | None = None, model=None, tokenizer=None, step: Callable = forward_backward,
+          verbose: bool = True) -> Run:
     """Train a PET model on ``train_ds`` (with whatever labels it carries) and save checkpoints.
 
     Args:
@@ -214,6 +217,7 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
         out_dir: where to write ``run.json``, ``timing.json`` and ``checkpoints/ckpt_*.pt``; None keeps them
             in memory.
         model, tokenizer: continue from this model (warm start) instead of building a new one.
+        step: how one batch becomes gradients (:func:`forward_backward`; the distributed job passes its own).
 
     Returns:
         a :class:`Run`; ``run.model`` holds the final weights.
@@ -225,6 +229,22 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
         model, tokenizer = make_model(config.method, num_labels=train_ds.num_classes, backbone=config.backbone,
                                       seed=config.seed, **config.method_options)
     set_seed(config.seed)  # same dropout masks and order whether the model was built here or passed in
+    if config.dropout is not None:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = float(config.dropout)
+    step_fn = step
+    if config.class_weight == "balanced":
+        counts = np.bincount(train_ds.labels, minlength=train_ds.num_classes).astype(np.float64)
+        w = torch.tensor(len(train_ds) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
+
+        def step_fn(model, batch, _w=w):
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"], weight=_w.to(logits.device))
+            loss.backward()
+            return loss.item()
+    elif config.class_weight is not None:
+        raise ValueError(f"class_weight={config.class_weight!r}; use None or 'balanced'")
     model.to(dev)
     groups = _param_groups(model, config)
     opt = torch.optim.AdamW([{"params": g["params"], "lr": g["lr"]} for g in groups],
@@ -268,7 +288,7 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
         for batch in batches(tokenizer, texts, labels, batch_size=config.batch_size,
                              max_length=config.max_length, device=dev):
             opt.zero_grad(set_to_none=True)
-            loss = forward_backward(model, batch)  # the batch's mean loss; its gradients are in .grad
+            loss = step_fn(model, batch)  # the batch's mean loss; its gradients are in .grad
             if masker is None or masker.before_step(last=step + 1 == total):  # GMT steps every `interval` batches
                 opt.step()
                 if masker is not None:
