@@ -236,10 +236,11 @@ def per_example_grads(model, tokenizer, texts: Sequence[str], labels: Sequence[i
 
 
 def aggregated_influence(model, tokenizer, checkpoints: Sequence[Any], train: Any, train_labels=None, on: Any = None,
-                         on_labels=None, **options) -> np.ndarray:
+                         on_labels=None, *, sets=None, **options) -> np.ndarray:
     """:func:`gbair_nb.influence.aggregated_influence`, sharded twice: each rank sums the gradients of its slice of
-    ``on`` (the all-reduce completes the test-side vector) and scores its slice of ``train``; gathered, (n_train,) on
-    every rank. Negative = pushed the model toward the ``on`` examples. Same call styles as the original."""
+    ``on`` (the all-reduce completes the test-side vectors) and scores its slice of ``train``; gathered, (n_train,)
+    — or (n_sets, n_train) with ``sets`` — on every rank. Negative = pushed the model toward the ``on`` examples.
+    Same call styles as the original."""
     from . import influence
 
     train, train_labels, on, on_labels = influence.resolve_pairs(train, train_labels, on, on_labels)
@@ -250,10 +251,14 @@ def aggregated_influence(model, tokenizer, checkpoints: Sequence[Any], train: An
     if train_labels is None and hasattr(train, "labels"):
         train_labels = train.labels
     sub, sub_labels = _slice_examples(train, train_labels, part(n))
-    on_sub, on_sub_labels = _slice_examples(on, on_labels, part(n_on))
+    on_part = part(n_on)
+    on_sub, on_sub_labels = _slice_examples(on, on_labels, on_part)
+    if sets is not None:  # positions in the whole `on` → positions in this rank's slice of it
+        sets = [np.asarray(x, dtype=np.int64) for x in sets]
+        sets = [x[(x >= on_part.start) & (x < on_part.stop)] - on_part.start for x in sets]
     local = influence.aggregated_influence(model, tokenizer, checkpoints, list(getattr(sub, "texts", sub)),
                                            sub_labels, list(getattr(on_sub, "texts", on_sub)), on_sub_labels,
-                                           reduce=all_reduce_sum, **options)
+                                           sets=sets, reduce=all_reduce_sum, **options)
     return np.moveaxis(gather(np.moveaxis(local, -1, 0), n), 0, -1)
 
 

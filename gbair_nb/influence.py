@@ -414,17 +414,26 @@ def _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, bat
     return _Setup(ckpts, [lr_vector(slices, c.lrs) for c in ckpts], grad, chunk)
 
 
-def _test_side(model, s: _Setup, texts, labels, *, summed: bool, pbar,
-               unit: bool = False) -> list[torch.Tensor]:
-    """Per checkpoint: lrs ⊙ (normalised) test gradients, (n_test, P) — or their sum over the set, (1, P)."""
+def _test_side(model, s: _Setup, texts, labels, *, summed: bool, pbar, unit: bool = False,
+               sets: list[np.ndarray] | None = None) -> list[torch.Tensor]:
+    """Per checkpoint: lrs ⊙ (normalised) test gradients, (n_test, P) — or their sums, (n_sets, P): one row per
+    set of positions in ``sets`` (default: one set, every example)."""
     out = []
+    sets = [np.arange(len(texts))] if sets is None else sets
+    member = np.zeros((len(sets), len(texts)), dtype=bool)
+    for j, idx in enumerate(sets):
+        member[j, idx] = True
     for ck, w in zip(s.ckpts, s.weights):
         load_trainable_state(model, ck.state)
-        if summed:  # Σ_{z'∈M} ∇ℓ(z'): one vector per checkpoint, streamed
-            acc = torch.zeros(1, w.numel())
+        if summed:  # Σ_{z'∈set} ∇ℓ(z'): one vector per set and checkpoint, streamed
+            acc = torch.zeros(len(sets), w.numel())
             for a in range(0, len(texts), s.chunk):
                 g = s.grad(texts[a:a + s.chunk], labels[a:a + s.chunk], pbar)
-                acc += (_normalise(g) if unit else g).sum(0, keepdim=True)
+                g = _normalise(g) if unit else g
+                for j in range(len(sets)):
+                    rows = np.flatnonzero(member[j, a:a + s.chunk])
+                    if len(rows):
+                        acc[j] += g[torch.as_tensor(rows)].sum(0)
             out.append(acc * w)
         else:
             out.append(s.grad(texts, labels, pbar) * w)
@@ -516,10 +525,14 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
                          train_labels: Sequence[int] | None = None, on: Any = None,
                          on_labels: Sequence[int] | None = None, *, variant: str = "dot", normalize: str = "none",
                          checkpoints_used: str | Sequence[int] = "all",
+                         sets: Sequence[Sequence[int]] | None = None,
                          per_checkpoint: bool = False, method: str = "auto", batch_size: int = 16,
                          max_length: int = 64, chunk_size: int | None = None, verbose: bool = True,
                          reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
     """Σ_{z'∈on} TracInCP(z, z') for every training example z: (n_train,), or (n_checkpoints, n_train).
+
+    ``sets`` (lists of positions in ``on``) gives one sum per set from the same pass over the training set:
+    (n_sets, n_train), or (n_checkpoints, n_sets, n_train) — e.g. the validation mistakes and each class.
 
     Computed as Σ_c ∇ℓ(θ_c, z) · (lrs_c ⊙ Σ_{z'} ∇ℓ(θ_c, z')) — one vector per checkpoint, never an n_train × |on|
     matrix. On a set of validation *mistakes* under their true labels, **negative = z pushed the model toward the
@@ -530,7 +543,7 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
     so every mistake gets an equal vote and a few very high-loss mistakes cannot dominate; ``"none"`` (default) is
     the plain sum. (``variant="cosine"`` normalises both sides.)
 
-    ``reduce`` is applied to each checkpoint's summed ``on``-side vector (1, P) before the training set is scored:
+    ``reduce`` is applied to each checkpoint's summed ``on``-side vectors (n_sets, P) before the training set is scored:
     when several processes each hold a slice of ``on``, an all-reduce sum there gives every process the whole set's
     vector (``gbair_nb.distributed`` does this; it is then called even when this process's slice is empty).
     """
@@ -539,18 +552,27 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
     train, train_labels, on, on_labels = resolve_pairs(train, train_labels, on, on_labels)
     _, tr_texts, tr_labels = _examples(train, train_labels, "train")
     _, on_texts, on_lab = _examples(on, on_labels, "on")
+    set_list = None if sets is None else [np.asarray(x, dtype=np.int64).reshape(-1) for x in sets]
+    for x in set_list or []:
+        if len(x) and (x.min() < 0 or x.max() >= len(on_texts)):
+            raise InfluenceError(f"sets index positions of `on` (0..{len(on_texts) - 1}); got {x.min()}..{x.max()}")
     s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
                chunk_size)
-    out = np.zeros((len(s.ckpts), len(tr_texts)), dtype=np.float32)
+    n_sets = 1 if set_list is None else len(set_list)
+    out = np.zeros((len(s.ckpts), n_sets, len(tr_texts)), dtype=np.float32)
     total = len(s.ckpts) * (len(on_texts) + len(tr_texts))
     with _preserved(model), _progress(total, "aggregated influence", verbose) as pbar:
         if len(on_texts) or reduce is not None:
             vs = _test_side(model, s, on_texts, on_lab, summed=True, pbar=pbar,
-                            unit=normalize == "per_mistake")
+                            unit=normalize == "per_mistake", sets=set_list)
             if reduce is not None:
                 vs = [reduce(v) for v in vs]
             for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, pbar):
-                out[c, start:stop] = (g @ vs[c][0]).numpy()
+                if set_list is None:
+                    out[c, 0, start:stop] = (g @ vs[c][0]).numpy()
+                else:
+                    out[c, :, start:stop] = (g @ vs[c].T).T.numpy()
+    out = out if set_list is not None else out[:, 0]
     return out if per_checkpoint else out.sum(0)
 
 

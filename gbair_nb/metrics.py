@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["detection_metrics", "recovered_fraction"]
+__all__ = ["detection_metrics", "recovered_fraction", "percentile_ranks"]
 
 
 def detection_metrics(scores: np.ndarray, is_corrupted: np.ndarray, *, k: int | None = None,
@@ -50,3 +50,12 @@ def recovered_fraction(final: float, corrupted: float, clean: float) -> float:
     NaN when clean and corrupted are equal (nothing was lost)."""
     gap = clean - corrupted
     return float("nan") if abs(gap) < 1e-12 else float((final - corrupted) / gap)
+
+
+def percentile_ranks(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """(n,) scores → their ranks scaled to [0, 1] (ties share their mean rank): 1 = the highest score (most
+    suspect), 0 = the lowest. Scores on different scales become comparable (and can be averaged)."""
+    from scipy.stats import rankdata
+
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.ones(len(scores)) if len(scores) < 2 else (rankdata(scores) - 1) / (len(scores) - 1)

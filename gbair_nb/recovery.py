@@ -34,12 +34,13 @@ from tqdm.auto import tqdm
 
 from .data import Corruption, Splits, TextDataset, corrupt, load_dataset, split
 from .loop import LOCAL, Compute, LoopState, Recovery, RoundRecord, StoppingRule, round_metrics
-from .metrics import detection_metrics, recovered_fraction
+from .metrics import detection_metrics, percentile_ranks, recovered_fraction
 from .train import Run, TrainConfig, train
 
 __all__ = ["Scenario", "make_scenario", "SCENARIOS", "ScoreContext", "SCORERS", "FIXERS", "RoundRecord",
            "Recovery", "gbair", "detection_metrics", "compare_detectors", "default_k", "recovered_fraction",
-           "train_clean_reference", "out_of_sample_probs", "check_fix", "pick", "Scorer", "StoppingRule"]
+           "train_clean_reference", "out_of_sample_probs", "check_fix", "pick", "Scorer", "StoppingRule",
+           "GBAIR_VARIANTS", "DEFAULT_GBAIR", "class_influence", "percentile_ranks"]
 
 
 # ------------------------------------------------------------------------------------------------- scenarios
@@ -189,8 +190,8 @@ def _score_self_influence(ctx: ScoreContext) -> np.ndarray:
                                                **ctx.influence_options()), dtype=np.float64)
 
 
-def _score_gbair(ctx: ScoreContext) -> np.ndarray:
-    """− Σ_{z'∈M} TracInCP(z, z'), z' under its true label: proponents of the validation mistakes."""
+def _score_gbair_mistakes(ctx: ScoreContext) -> np.ndarray:
+    """− Σ_{z'∈M} TracInCP(z, z'), z' under its true label: proponents of the validation mistakes M."""
     mistakes = ctx.val_mistakes()
     if len(mistakes) == 0:
         return np.zeros(len(ctx.train))
@@ -199,6 +200,52 @@ def _score_gbair(ctx: ScoreContext) -> np.ndarray:
         [ctx.val.texts[i] for i in mistakes], ctx.val.labels[mistakes], max_length=ctx.run.config.max_length,
         normalize=ctx.options.get("normalize", "none"), verbose=False, **ctx.influence_options())
     return -np.asarray(agg, dtype=np.float64)
+
+
+def class_influence(ctx: ScoreContext, *, unit: bool = False) -> np.ndarray:
+    """(C, n_train): row c = Σ_{z' ∈ val, y' = c} TracInCP(z, z'), every validation example under its true label,
+    one pass over the training set for all classes (cached in ``ctx``). ``unit=True``: every per-example gradient
+    scaled to unit length (the cosine variant), so no single large-gradient example dominates a sum."""
+    key = ("class_influence", unit, ctx.options.get("checkpoints", "all"))
+    if key not in ctx.cache:
+        opts = ctx.influence_options()
+        opts["variant"] = "cosine" if unit else "dot"
+        sets = [np.flatnonzero(ctx.val.labels == c) for c in range(ctx.val.num_classes)]
+        ctx.cache[key] = np.asarray(ctx.influence.aggregated_influence(
+            ctx.run.model, ctx.run.tokenizer, ctx.run.checkpoints, ctx.train.texts, ctx.train.labels,
+            ctx.val.texts, ctx.val.labels, sets=sets, max_length=ctx.run.config.max_length, verbose=False,
+            **opts), dtype=np.float64)
+    return ctx.cache[key]
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    sd = x.std()
+    return (x - x.mean()) / sd if sd > 0 else np.zeros_like(x)
+
+
+def _score_gbair_all(ctx: ScoreContext) -> np.ndarray:
+    """− Σ_{z' ∈ val} TracInCP(z, z') over every (clean) validation example: the opponents of the clean set. A
+    mislabelled example pulls the model away from correctly labelled points like it, whether or not that already
+    caused a validation mistake."""
+    return -class_influence(ctx).sum(0)
+
+
+def _score_gbair_balanced(ctx: ScoreContext) -> np.ndarray:
+    """Class-balanced: each validation class's opposition −Σ_{z'∈class} TracInCP(z, z') standardised over the
+    training set (mean 0, sd 1), then summed over classes, so no class (no direction) outweighs the others."""
+    return sum(_standardise(-row) for row in class_influence(ctx))
+
+
+def _score_gbair_balanced_unit(ctx: ScoreContext) -> np.ndarray:
+    """:func:`_score_gbair_balanced` on unit-length per-example gradients (cosine TracIn): a few large-gradient
+    (high-loss) examples can no longer dominate either side."""
+    return sum(_standardise(-row) for row in class_influence(ctx, unit=True))
+
+
+def _score_gbair_rank(ctx: ScoreContext) -> np.ndarray:
+    """Mean percentile rank of the class-balanced G-BAIR score and the loss: two views that fail in different
+    regimes (influence when the mistakes all point one way, loss when the model collapsed), no weights to tune."""
+    return (percentile_ranks(_score_gbair_balanced(ctx)) + percentile_ranks(_score_loss(ctx))) / 2
 
 
 def out_of_sample_probs(train_ds: TextDataset, config: TrainConfig, *, folds: int = 3, seed: int = 0,
@@ -226,8 +273,20 @@ def _score_cleanlab(ctx: ScoreContext) -> np.ndarray:
     return 1.0 - quality
 
 
+# The G-BAIR variants (docs/theory.md): which validation examples the influence is summed over and how. "gbair" is
+# the toolkit's default, chosen by benchmarks/bench_detectors.py (docs/benchmarks.md, "Detectors").
+GBAIR_VARIANTS: dict[str, Scorer] = {
+    "gbair_mistakes": _score_gbair_mistakes,
+    "gbair_all": _score_gbair_all,
+    "gbair_balanced": _score_gbair_balanced,
+    "gbair_balanced_unit": _score_gbair_balanced_unit,
+    "gbair_rank": _score_gbair_rank,
+}
+DEFAULT_GBAIR = "gbair_mistakes"
+
 SCORERS: dict[str, Scorer] = {
-    "gbair": _score_gbair,
+    "gbair": GBAIR_VARIANTS[DEFAULT_GBAIR],
+    **GBAIR_VARIANTS,
     "random": _score_random,
     "loss": _score_loss,
     "margin": _score_margin,

@@ -1,0 +1,91 @@
+"""The G-BAIR scorer variants against the full TracIn matrix (tiny backbone): same numbers, sign and all."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gbair_nb.influence import aggregated_influence, tracin
+from gbair_nb.recovery import SCORERS, ScoreContext, make_scenario
+from gbair_nb.train import TrainConfig, train
+
+TINY = TrainConfig.quick(backbone="tiny", epochs=2, max_length=16, n_checkpoints=2, lr=2e-2, lr_head=5e-3,
+                         method_options={"num_virtual_tokens": 4, "init_text": None})
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    sc = make_scenario("sms_spam", mode="uniform", p=0.25, n_train=32, n_val=16, n_test=8, seed=0)
+    run = train(sc.train, config=TINY, verbose=False)
+    return ScoreContext(run, sc.train, sc.splits.val, TINY)
+
+
+@pytest.fixture(scope="module")
+def full(ctx):
+    """(n_val, n_train) TracInCP, every validation example under its true label; and its cosine twin."""
+    kw = dict(max_length=16, verbose=False)
+    dot = tracin(ctx.run.model, ctx.run.tokenizer, ctx.run.checkpoints, ctx.train, ctx.val, **kw)
+    cos = tracin(ctx.run.model, ctx.run.tokenizer, ctx.run.checkpoints, ctx.train, ctx.val, variant="cosine", **kw)
+    return dot.astype(np.float64), cos.astype(np.float64)
+
+
+def z(x):
+    return (x - x.mean()) / x.std()
+
+
+def test_sets_give_one_sum_per_set_in_one_pass(ctx, full):
+    sets = [[0, 3, 5], [1], list(range(16))]
+    agg = aggregated_influence(ctx.run.model, ctx.run.tokenizer, ctx.run.checkpoints, ctx.train, ctx.val,
+                               sets=sets, max_length=16, verbose=False)
+    assert agg.shape == (3, len(ctx.train))
+    for row, s in zip(agg, sets):
+        np.testing.assert_allclose(row, full[0][s].sum(0), rtol=1e-4, atol=1e-6 * np.abs(full[0]).max())
+
+
+def test_variants_equal_their_definition_on_the_tracin_matrix(ctx, full):
+    dot, cos = full
+    y = ctx.val.labels
+    by_class = np.stack([dot[y == c].sum(0) for c in (0, 1)])
+    by_class_unit = np.stack([cos[y == c].sum(0) for c in (0, 1)])
+    tol = dict(rtol=1e-4, atol=1e-5 * np.abs(by_class).max())
+    np.testing.assert_allclose(SCORERS["gbair_all"](ctx), -dot.sum(0), **tol)
+    np.testing.assert_allclose(SCORERS["gbair_balanced"](ctx), z(-by_class[0]) + z(-by_class[1]), rtol=1e-3,
+                               atol=1e-4)
+    np.testing.assert_allclose(SCORERS["gbair_balanced_unit"](ctx), z(-by_class_unit[0]) + z(-by_class_unit[1]),
+                               rtol=1e-3, atol=1e-4)
+    mistakes = ctx.val_mistakes()
+    if len(mistakes):
+        np.testing.assert_allclose(SCORERS["gbair_mistakes"](ctx), -dot[mistakes].sum(0), **tol)
+
+
+def test_rank_combination_is_the_mean_percentile(ctx):
+    from scipy.stats import rankdata
+
+    combo = SCORERS["gbair_rank"](ctx)
+    a, b = SCORERS["gbair_balanced"](ctx), SCORERS["loss"](ctx)
+    n = len(a)
+    np.testing.assert_allclose(combo, ((rankdata(a) - 1) / (n - 1) + (rankdata(b) - 1) / (n - 1)) / 2)
+    assert 0 <= combo.min() and combo.max() <= 1
+
+
+def test_a_planted_opponent_of_its_class_ranks_first():
+    """Two copies of one validation text: a training example with the same text and the *other* label is the
+    strongest opponent of its class, so every class-based variant must flag it first."""
+    from gbair_nb.data import TextDataset
+
+    rng = np.random.default_rng(0)
+    good, bad = ["great", "lovely", "superb", "nice"], ["awful", "terrible", "nasty", "sad"]
+    texts, labels = [], []
+    for c, words in enumerate([good, bad]):
+        for i in range(20):
+            texts.append(" ".join(rng.choice(words, size=3)))
+            labels.append(c)
+    train_ds = TextDataset(np.arange(40), texts, labels, ["pos", "neg"], "toy")
+    val = TextDataset(np.arange(100, 110), texts[:5] + texts[20:25], [0] * 5 + [1] * 5, ["pos", "neg"], "toy")
+    noisy = train_ds.labels.copy()
+    noisy[2] = 1  # a "pos" text labelled "neg": its own text is in the validation set, labelled pos
+    config = TrainConfig.quick(backbone="tiny", epochs=4, max_length=12, lr=5e-2, lr_head=5e-2,
+                               method_options={"num_virtual_tokens": 2, "init_text": None})
+    run = train(train_ds.with_labels(noisy), config=config, verbose=False)
+    ctx = ScoreContext(run, train_ds.with_labels(noisy), val, config)
+    for name in ("gbair_all", "gbair_balanced", "gbair_balanced_unit"):
+        assert int(np.argmax(SCORERS[name](ctx))) == 2, name
