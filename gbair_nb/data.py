@@ -371,8 +371,11 @@ def corrupt(labels: Sequence[int] | np.ndarray, *, p: float, mode: str = "unifor
         ``class_conditional``: only examples of class ``source`` are flipped, all to ``target`` (binary default:
             positives → negative, the missed-positives failure of a moderation set). ``p`` is the fraction of the
             source class that is flipped.
-        ``confusable``: any example may be flipped, to the class a model finds most likely among the wrong ones;
-            pass that model's predicted probabilities as ``probs`` (n, num_classes).
+        ``confusable``: feature-dependent noise, the way annotators err: an example is picked with probability
+            proportional to the probability a model gives its most likely *wrong* class (ambiguous examples are
+            picked far more often than clear ones) and flipped to that class. Pass that model's predicted
+            probabilities as ``probs`` (n, num_classes). With two classes this differs from ``uniform`` in *which*
+            examples are flipped, not in the class they get.
 
     The input ``labels`` are copied, never modified.
     """
@@ -401,13 +404,8 @@ def corrupt(labels: Sequence[int] | np.ndarray, *, p: float, mode: str = "unifor
         eligible = np.flatnonzero(labels == source)
     else:
         eligible = np.arange(len(labels))
-    chosen = rng.choice(eligible, size=int(round(p * len(eligible))), replace=False)
-    if mode == "uniform":
-        shift = rng.integers(1, num_classes, size=len(chosen))
-        noisy[chosen] = (labels[chosen] + shift) % num_classes
-    elif mode == "class_conditional":
-        noisy[chosen] = target
-    else:
+    weights = None
+    if mode == "confusable":
         if probs is None:
             raise DataError("confusable corruption needs probs=: a model's predicted probabilities (n, classes)")
         probs = np.asarray(probs, dtype=float)
@@ -415,5 +413,16 @@ def corrupt(labels: Sequence[int] | np.ndarray, *, p: float, mode: str = "unifor
             raise DataError(f"probs must have shape {(len(labels), num_classes)}; got {probs.shape}")
         masked = probs.copy()
         masked[np.arange(len(labels)), labels] = -np.inf
-        noisy[chosen] = masked[chosen].argmax(axis=1)
+        confused_with = masked.argmax(axis=1)
+        # who gets a wrong label: the examples the model finds ambiguous, with probability ∝ P(wrong class)
+        w = np.clip(masked.max(axis=1), 0.0, None) + 1e-6
+        weights = w / w.sum()
+    chosen = rng.choice(eligible, size=int(round(p * len(eligible))), replace=False, p=weights)
+    if mode == "uniform":
+        shift = rng.integers(1, num_classes, size=len(chosen))
+        noisy[chosen] = (labels[chosen] + shift) % num_classes
+    elif mode == "class_conditional":
+        noisy[chosen] = target
+    else:
+        noisy[chosen] = confused_with[chosen]
     return Corruption(labels=labels, noisy_labels=noisy, is_corrupted=noisy != labels, mode=mode, p=float(p))

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["detection_metrics", "recovered_fraction", "percentile_ranks"]
+__all__ = ["detection_metrics", "recovered_fraction", "percentile_ranks", "mean_ci"]
 
 
 def detection_metrics(scores: np.ndarray, is_corrupted: np.ndarray, *, k: int | None = None,
@@ -59,3 +59,20 @@ def percentile_ranks(scores: Sequence[float] | np.ndarray) -> np.ndarray:
 
     scores = np.asarray(scores, dtype=np.float64)
     return np.ones(len(scores)) if len(scores) < 2 else (rankdata(scores) - 1) / (len(scores) - 1)
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, *, level: float = 0.95) -> tuple[float, float, int]:
+    """(mean, half-width of the ``level`` confidence interval of the mean, n) over the finite values.
+
+    The interval is Student's t: mean ± t_{(1+level)/2, n−1} · sd / √n (sd with ddof 1), the right one for a few
+    seeds. The half-width is NaN for fewer than two values (one seed says nothing about the spread).
+    """
+    from scipy.stats import t
+
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return float("nan"), float("nan"), 0
+    if len(v) == 1:
+        return float(v[0]), float("nan"), 1
+    half = float(t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return float(v.mean()), half, len(v)

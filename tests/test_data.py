@@ -112,6 +112,19 @@ def test_confusable_goes_to_most_likely_wrong_class():
     assert np.array_equal(c.noisy_labels[c.is_corrupted], masked.argmax(1)[c.is_corrupted])
 
 
+def test_confusable_flips_the_ambiguous_examples_even_with_two_classes():
+    labels = _labels(1000, 2)
+    p_other = np.random.default_rng(3).beta(1, 4, size=1000)  # most examples clear, some ambiguous
+    probs = np.where(labels[:, None] == np.arange(2), 1 - p_other[:, None], p_other[:, None])
+    c = corrupt(labels, p=0.2, mode="confusable", seed=1, probs=probs)
+    u = corrupt(labels, p=0.2, mode="uniform", seed=1)
+    assert c.n_corrupted == u.n_corrupted == 200 and not np.array_equal(c.is_corrupted, u.is_corrupted)
+    # flipped examples are the ambiguous ones. Picked ∝ P(other) from Beta(1, 4): their mean is the size-biased
+    # E[X²]/E[X] = 1/3 (a bit less without replacement), the rest's about 0.17 — uniform picks have no such gap
+    assert p_other[c.is_corrupted].mean() > 1.5 * p_other[~c.is_corrupted].mean()
+    assert abs(p_other[u.is_corrupted].mean() - p_other[~u.is_corrupted].mean()) < 0.03
+
+
 @pytest.mark.parametrize("mode", ["uniform", "class_conditional", "confusable"])
 def test_corruption_is_seeded(mode):
     labels = _labels(500, 2)

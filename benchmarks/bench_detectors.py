@@ -1,0 +1,141 @@
+"""Which detector finds the wrong labels, in which noise regime? Round-1 detection of every scorer, over seeds.
+
+A cell is (dataset, noise mode). For each cell and seed this trains the round-0 model on the noisy labels (the
+toolkit's default recipe, ``TrainConfig.for_method("prompt_tuning")``), lets every scorer in
+``gbair_nb.recovery.SCORERS`` rank the training set, and scores the ranking against the truth mask: AUROC, average
+precision, precision@k (k = 4% of the training set, the loop's budget) and recall at 10% inspected. One JSON per
+(cell, seed) in ``benchmarks/results/detectors/``, so an interrupted run resumes; the summary prints mean ± the 95%
+interval (Student's t over seeds) per scorer and cell, and a Markdown heatmap-ready table.
+
+Noise modes: ``class_conditional`` (the dataset's default scenario: half the positives labelled negative),
+``uniform`` (20% of the labels flipped to another class), ``confusable`` (20% flipped to the class a TF-IDF +
+logistic-regression model finds most likely among the wrong ones, out-of-fold: feature-dependent noise).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_detectors.py                       # 2 datasets × 3 modes × 5 seeds
+    python benchmarks/bench_detectors.py --datasets sms_spam --modes uniform --seeds 0
+    python benchmarks/bench_detectors.py --summary-only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODES = {"class_conditional": None, "uniform": 0.2, "confusable": 0.2}  # None: the scenario's own rate
+METRICS = ("auprc", "auroc", "precision@k", "recall@10%")
+
+
+def make_cell(dataset: str, mode: str, seed: int, sizes: dict | None = None):
+    """The scenario of a cell: the dataset's default sizes (or ``sizes``), the noise mode's corruption."""
+    from gbair_nb.recovery import SCENARIOS, make_scenario
+
+    spec = dict(SCENARIOS[dataset])
+    spec.pop("dataset")
+    spec.update(sizes or {})
+    if mode != "class_conditional":
+        spec.update(mode=mode, p=MODES[mode])
+        spec.pop("source", None), spec.pop("target", None)
+    if mode == "confusable":
+        from gbair_nb.data import load_dataset, split
+        from gbair_nb.cli import _confuser_probs
+
+        s = split(load_dataset(dataset), n_train=spec["n_train"], n_val=spec["n_val"], n_test=spec["n_test"],
+                  seed=seed)
+        spec["probs"] = _confuser_probs(s.train.texts, s.train.labels, seed)
+    return make_scenario(dataset, seed=seed, name=f"{dataset}:{mode}", **spec)
+
+
+def run_cell(dataset: str, mode: str, seed: int, scorers: list[str], out: Path, *, quick: bool = False,
+             backbone: str = "minilm") -> dict:
+    from gbair_nb.metrics import detection_metrics
+    from gbair_nb.recovery import SCORERS, ScoreContext, default_k
+    from gbair_nb.report import QUICK_SCENARIO
+    from gbair_nb.train import TrainConfig, train
+
+    sc = make_cell(dataset, mode, seed, QUICK_SCENARIO if quick else None)
+    config = TrainConfig.for_method("prompt_tuning", quick=quick, seed=seed, backbone=backbone)
+    t0 = time.perf_counter()
+    run = train(sc.train, config=config, verbose=False)
+    result = {"dataset": dataset, "mode": mode, "seed": seed, "n_train": len(sc.train),
+              "n_corrupted": sc.corruption.n_corrupted, "k": default_k(len(sc.train)),
+              "train_seconds": time.perf_counter() - t0, "config": config.__dict__, "scorers": {}}
+    ctx = ScoreContext(run, sc.train, sc.splits.val, config, seed=seed)
+    result["n_val_mistakes"] = int(len(ctx.val_mistakes()))
+    for name in scorers:
+        t1 = time.perf_counter()
+        scores = np.asarray(SCORERS[name](ctx), dtype=np.float64)
+        m = detection_metrics(scores, sc.corruption.is_corrupted, k=result["k"], inspect=(0.1,))
+        result["scorers"][name] = {**m, "seconds": time.perf_counter() - t1}
+        print(f"  {name:>20}: AP {m['auprc']:.3f} AUROC {m['auroc']:.3f} P@k {m['precision@k']:.2f} "
+              f"({time.perf_counter() - t1:.0f} s)", flush=True)
+    out.write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+def load(results: Path) -> list[dict]:
+    return [json.loads(f.read_text()) for f in sorted(results.glob("*.json"))]
+
+
+def summary(rows: list[dict]) -> str:
+    """Markdown: one table per metric, scorer × cell, mean ± 95% CI over seeds."""
+    from gbair_nb.metrics import mean_ci
+
+    cells = sorted({(r["dataset"], r["mode"]) for r in rows}, key=lambda c: (c[0], list(MODES).index(c[1])))
+    scorers = list(dict.fromkeys(s for r in rows for s in r["scorers"]))
+    lines = []
+    for metric in METRICS:
+        lines.append(f"\n**{metric}** (mean ± 95% CI over seeds; n seeds per cell in the header)\n")
+        head = "| scorer | " + " | ".join(
+            f"{d} {m} (n={sum(1 for r in rows if (r['dataset'], r['mode']) == (d, m))})" for d, m in cells) + " |"
+        lines += [head, "|---" * (len(cells) + 1) + "|"]
+        for s in scorers:
+            cols = []
+            for d, m in cells:
+                vals = [r["scorers"][s][metric] for r in rows if (r["dataset"], r["mode"]) == (d, m)
+                        and s in r["scorers"]]
+                mean, half, n = mean_ci(vals)
+                cols.append("–" if n == 0 else f"{mean:.3f}" + (f" ± {half:.3f}" if n > 1 else ""))
+            lines.append(f"| {s} | " + " | ".join(cols) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="sms_spam,tweets_binary")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--scorers", default="all", help="comma-separated names, or 'all' (every registered scorer)")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "detectors")
+    ap.add_argument("--summary-only", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="quick-mode sizes and training (a smoke test)")
+    ap.add_argument("--backbone", default="minilm", help="minilm (default); tiny for a smoke test")
+    args = ap.parse_args()
+    args.results.mkdir(parents=True, exist_ok=True)
+    if not args.summary_only:
+        from gbair_nb.config import setup
+        from gbair_nb.recovery import SCORERS
+
+        setup(quiet=True)
+        scorers = [s for s in SCORERS if s != "gbair"] if args.scorers == "all" else args.scorers.split(",")
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for dataset in args.datasets.split(","):
+                for mode in args.modes.split(","):
+                    out = args.results / f"{dataset}__{mode}__seed{seed}.json"
+                    if out.exists():
+                        continue
+                    print(f"{out.name} …", flush=True)
+                    t0 = time.perf_counter()
+                    run_cell(dataset, mode, seed, scorers, out, quick=args.quick, backbone=args.backbone)
+                    print(f"{out.name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    print(summary(load(args.results)))
+
+
+if __name__ == "__main__":
+    main()
