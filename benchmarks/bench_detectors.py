@@ -55,6 +55,7 @@ def make_cell(dataset: str, mode: str, seed: int, sizes: dict | None = None):
 def run_cell(dataset: str, mode: str, seed: int, scorers: list[str], out: Path, *, quick: bool = False,
              backbone: str = "minilm") -> dict:
     from gbair_nb.metrics import detection_metrics
+    from gbair_nb.probe import probe_of
     from gbair_nb.recovery import SCORERS, ScoreContext, default_k
     from gbair_nb.report import QUICK_SCENARIO
     from gbair_nb.train import TrainConfig, train
@@ -68,10 +69,14 @@ def run_cell(dataset: str, mode: str, seed: int, scorers: list[str], out: Path, 
               "train_seconds": time.perf_counter() - t0, "config": config.__dict__, "scorers": {}}
     ctx = ScoreContext(run, sc.train, sc.splits.val, config, seed=seed)
     result["n_val_mistakes"] = int(len(ctx.val_mistakes()))
+    probe = probe_of(ctx)  # the loop's mask-free estimate of a batch's precision, checked against the truth
+    result["probe_n_wrong"] = probe.n_wrong(sc.train)
     for name in scorers:
         t1 = time.perf_counter()
         scores = np.asarray(SCORERS[name](ctx), dtype=np.float64)
         m = detection_metrics(scores, sc.corruption.is_corrupted, k=result["k"], inspect=(0.1,))
+        top = np.argsort(-scores, kind="stable")[:result["k"]]
+        m["estimated_precision@k"] = probe.precision(sc.train, top)
         result["scorers"][name] = {**m, "seconds": time.perf_counter() - t1}
         print(f"  {name:>20}: AP {m['auprc']:.3f} AUROC {m['auroc']:.3f} P@k {m['precision@k']:.2f} "
               f"({time.perf_counter() - t1:.0f} s)", flush=True)

@@ -248,6 +248,13 @@ def _score_gbair_rank(ctx: ScoreContext) -> np.ndarray:
     return (percentile_ranks(_score_gbair_balanced(ctx)) + percentile_ranks(_score_loss(ctx))) / 2
 
 
+def _score_probe(ctx: ScoreContext) -> np.ndarray:
+    """1 − p(given label) under a logistic regression on frozen embeddings fit on the clean validation set only."""
+    from .probe import probe_of
+
+    return probe_of(ctx).p_wrong(ctx.train)
+
+
 def out_of_sample_probs(train_ds: TextDataset, config: TrainConfig, *, folds: int = 3, seed: int = 0,
                         compute: Compute = LOCAL, verbose: bool = False) -> np.ndarray:
     """(n, C) probabilities for each training example from a model that never saw it (k-fold CV of the PET model)."""
@@ -294,6 +301,7 @@ SCORERS: dict[str, Scorer] = {
     "grand": _score_grand,
     "self_influence": _score_self_influence,
     "cleanlab": _score_cleanlab,
+    "probe": _score_probe,
 }
 
 
