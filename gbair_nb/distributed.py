@@ -145,63 +145,55 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ data-parallel step
-@contextmanager
-def _whole_batch_dropout(batch_size: int, rows: slice) -> Iterator[None]:
-    """While inside, dropout on a (rows, …) tensor draws the mask of the whole (batch_size, …) batch and keeps
-    ``rows``: the random stream — and the masks — are exactly those of the single-process step."""
-    import torch.nn.functional as F
-
-    original = F.dropout
-    n_local = rows.stop - rows.start
-
-    def dropout(input, p=0.5, training=True, inplace=False):
-        if not training or p == 0.0 or input.dim() == 0 or input.shape[0] != n_local:
-            return original(input, p, training, inplace)
-        whole = torch.ones((batch_size,) + tuple(input.shape[1:]), dtype=input.dtype, device=input.device)
-        mask = original(whole, p, True)[rows]  # = bernoulli(1-p) / (1-p), the rows of the whole batch's mask
-        return input.mul_(mask) if inplace else input * mask
-
-    F.dropout = dropout
-    try:
-        yield
-    finally:
-        F.dropout = original
-
-
 _steps_taken = 0
 
 
 def forward_backward(model, batch: dict) -> float:
-    """One data-parallel training step's gradients: the same contract as ``gbair_nb.train.forward_backward``.
+    """One data-parallel training step's gradients: the same contract — and the same floats — as
+    :func:`gbair_nb.train.forward_backward`.
 
-    Each rank runs forward/backward on its rows ``part(B)`` of the batch, with its mean loss weighted by
-    ``rows / B``; the trainable gradients (and the loss) are then summed over ranks, so every rank holds
-    ∇ (1/B) Σ_b ℓ_b — the single-process gradient — and returns the batch's mean loss.
+    The batch's fixed micro-batches (:func:`gbair_nb.train.micro_batches`) are shared out, a contiguous block per
+    rank; each rank computes its micro-batches' gradients (dropout masks of the whole batch, from the batch's random
+    state), every micro-batch's gradient is gathered on every rank, and each rank adds them in micro-batch order —
+    exactly the additions one process makes. So every rank holds the single-process gradient bit for bit and takes
+    the same optimizer step. The random state then continues from the rank that did the last micro-batch (a rank
+    with nothing to do drew no masks).
     """
+    from .train import micro_batches, micro_gradient, rng_state, set_gradients, set_rng_state
+
     global _steps_taken
     _steps_taken += 1
     if os.environ.get(FAIL_ENV) == str(rank()) and _steps_taken == 3:
         raise RuntimeError(f"injected failure on rank {rank()} ({FAIL_ENV}={rank()})")
     size = int(batch["input_ids"].shape[0])
-    rows = part(size)
-    n = rows.stop - rows.start
-    params = [p for p in model.parameters() if p.requires_grad]
-    dev = params[0].device
-    loss_sum = torch.zeros(1, dtype=torch.float64, device=dev)
-    if n:
-        local = {k: v[rows] for k, v in batch.items()}
-        with _whole_batch_dropout(size, rows):
-            loss = model(**local).loss
-        (loss * (n / size)).backward()
-        loss_sum += loss.detach().double() * n
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).double() for p in params]
-                     + [loss_sum])
-    flat = all_reduce_sum(flat)
-    start = 0
-    for p in params:
-        p.grad = flat[start:start + p.numel()].view_as(p).to(p.dtype).clone()
-        start += p.numel()
-    return float(flat[-1]) / size
+    parts = micro_batches(size)
+    mine = parts[part(len(parts))]
+    device = next(model.parameters()).device
+    state = rng_state(device)
+    local = [micro_gradient(model, batch, rows, state) for rows in mine]
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    grads = torch.stack([g for g, _ in local]) if local else torch.zeros((0, n_params))
+    losses = torch.stack([loss.cpu() for _, loss in local]) if local else torch.zeros(0, dtype=torch.float64)
+    all_grads = torch.from_numpy(gather(grads.cpu(), len(parts)))
+    all_losses = gather(losses, len(parts))
+    set_gradients(model, [g.to(device) for g in all_grads])
+    if is_active():  # the random state after the step is the one the last micro-batch left
+        import torch.distributed as dist
+
+        owner = max(r for r in range(world_size()) if part(len(parts), r=r).stop > part(len(parts), r=r).start)
+        after = []
+        for mine_now, before in zip(rng_state(device), state):
+            if before is None:
+                after.append(None)
+                continue
+            buf = (mine_now if rank() == owner else torch.empty_like(before)).to(_comm_device())
+            dist.broadcast(buf, src=owner)
+            after.append(buf.cpu())
+        set_rng_state(tuple(after), device)
+    total = torch.zeros((), dtype=torch.float64)
+    for value in all_losses:
+        total = total + float(value)
+    return float(total) / size
 
 
 # ----------------------------------------------------------------------------------------- sharded influence

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
+from torch.overrides import TorchFunctionMode
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 from tqdm.auto import tqdm
 
@@ -27,7 +28,7 @@ from .data import TextDataset
 from .pet import batches, head_names, load_trainable_state, make_model, trainable_names, trainable_state
 
 __all__ = ["TrainConfig", "Checkpoint", "Run", "Metrics", "train", "evaluate", "predict_proba", "load_run",
-           "FingerprintError"]
+           "FingerprintError", "forward_backward", "micro_batches", "micro_gradient", "set_gradients", "MICRO_BATCH"]
 
 
 class FingerprintError(ValueError):
@@ -193,16 +194,106 @@ def _checkpoint_steps(steps_per_epoch: int, epochs: int, n_checkpoints: int) -> 
     return sorted({int(math.ceil(total * (i + 1) / n_checkpoints)) for i in range(n_checkpoints)})
 
 
+# ------------------------------------------------------------------------------------------- the training step
+MICRO_BATCH = 8  # rows per micro-batch: the unit of arithmetic of a training step, whatever the number of processes
+
+
+def micro_batches(n: int, size: int = MICRO_BATCH) -> list[slice]:
+    """The fixed micro-batches of a batch of ``n`` rows: ``[0:size], [size:2·size], …``.
+
+    A training step computes the gradient of each micro-batch separately and adds them in this order. One process
+    does them all; N processes each do some and exchange the results; the additions are the same, so the step —
+    and the whole run — is the same float for float on 1 or N processes (given the same threads per process).
+    """
+    return [slice(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+class _WholeBatchDropout(TorchFunctionMode):
+    """While active, dropout on a micro-batch (rows ``rows`` of a batch of ``batch_size``) draws the mask of the
+    whole batch and keeps its rows: with the random state restored before each micro-batch, the masks are those of
+    one forward pass over the whole batch. Intercepts ``torch.nn.functional.dropout`` through torch's function
+    mode (scoped to this thread and this ``with`` block; nothing is patched)."""
+
+    def __init__(self, batch_size: int, rows: slice) -> None:
+        super().__init__()
+        self.batch_size, self.rows = batch_size, rows
+        self.n_local = rows.stop - rows.start
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.dropout:
+            names = ("input", "p", "training", "inplace")
+            a = {**dict(zip(names, args)), **kwargs}
+            x, p, training = a["input"], a.get("p", 0.5), a.get("training", True)
+            if training and p > 0 and x.dim() > 0 and x.shape[0] == self.n_local:
+                whole = torch.ones((self.batch_size,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
+                mask = func(whole, p, True)[self.rows]  # = bernoulli(1 − p) / (1 − p) of the whole batch, our rows
+                return x.mul_(mask) if a.get("inplace", False) else x * mask
+        return func(*args, **kwargs)
+
+
+def rng_state(device) -> tuple:
+    """The random state dropout draws from on ``device`` (CPU, plus the GPU's own when on CUDA)."""
+    device = torch.device(device)
+    return (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def set_rng_state(state: tuple, device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], torch.device(device))
+
+
+def micro_gradient(model, batch: dict, rows: slice, state: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """One micro-batch's share of a training step: ``(flat gradient, loss sum)``.
+
+    The flat gradient (float32, trainable tensors in ``trainable_names`` order) is that of (n_rows / B) × the
+    micro-batch's mean loss, so the micro-batches' gradients add up to the gradient of the whole batch's mean loss;
+    the loss sum is Σ over the rows (float64). The random state is set to ``state`` (the batch's) first.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = None
+    device = params[0].device
+    set_rng_state(state, device)
+    size = int(batch["input_ids"].shape[0])
+    n = rows.stop - rows.start
+    with _WholeBatchDropout(size, rows):
+        loss = model(**{k: v[rows] for k, v in batch.items()}).loss
+    (loss * (n / size)).backward()
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params])
+    return flat, loss.detach().double() * n
+
+
+def set_gradients(model, parts: list[torch.Tensor]) -> None:
+    """Add the micro-batches' flat gradients in order (0, 1, 2, …) and put the total in each trainable ``.grad``."""
+    total = parts[0].clone()
+    for g in parts[1:]:
+        total += g
+    start = 0
+    for p in (p for p in model.parameters() if p.requires_grad):
+        p.grad = total[start:start + p.numel()].view_as(p).to(p.dtype).clone()
+        start += p.numel()
+
+
 def forward_backward(model, batch: dict) -> float:
-    """The training step's work on one batch: the gradients of the batch's mean loss land in each trainable
+    """The training step's work on one batch: the gradient of the batch's mean loss lands in each trainable
     tensor's ``.grad``; returns that mean loss.
 
-    :func:`train` takes it as ``step=``: the distributed job passes its data-parallel version (each process takes
-    its share of the batch and the gradients are summed over processes) with the same contract.
+    The batch is done as its fixed :func:`micro_batches`, their gradients added in order — the same arithmetic as
+    the distributed job's step (:func:`gbair_nb.distributed.forward_backward`), which :func:`train` takes as
+    ``step=`` instead. Dropout masks are those of one pass over the whole batch.
     """
-    loss = model(**batch).loss
-    loss.backward()
-    return loss.item()
+    size = int(batch["input_ids"].shape[0])
+    device = next(model.parameters()).device
+    state = rng_state(device)
+    grads, loss = [], torch.zeros((), dtype=torch.float64)
+    for rows in micro_batches(size):
+        g, l = micro_gradient(model, batch, rows, state)
+        grads.append(g)
+        loss = loss + l.cpu()
+    set_gradients(model, grads)
+    return float(loss) / size
 
 
 def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: TrainConfig | None = None,
