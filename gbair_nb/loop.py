@@ -72,7 +72,8 @@ class RoundRecord:
     test_macro_f1: float
     n_val_mistakes: int
     flagged_ids: list = field(default_factory=list)  # the examples whose fixes this round retrained with
-    flagged_precision: float | None = None  # fraction of flagged examples whose label was wrong
+    flagged_precision: float | None = None  # fraction of flagged examples whose label was wrong (from the truth)
+    estimated_precision: float | None = None  # the same, estimated without the truth (trusted probe), if asked
     n_fixed_correctly: int = 0
     wrong_labels_remaining: int = 0
     n_removed: int = 0
@@ -130,21 +131,32 @@ class Recovery:
 
 @dataclass(frozen=True)
 class StoppingRule:
-    """When the loop stops, and which round's labels it keeps — decided from the records alone (no truth mask).
+    """When the loop stops, and which round's labels it keeps — decided without the truth mask.
 
     The kept round is the one with the best validation macro-F1 (the earliest on a tie): a round that did not
     improve on it is rolled back. The loop stops after ``patience`` rounds without a new best, after ``rounds``
-    rounds, or when the model makes no validation mistake (nothing left to learn from).
+    rounds, or when the model makes no validation mistake (nothing left to learn from). With ``min_precision``,
+    it also stops *before* applying a batch whose estimated precision (the trusted probe's, see
+    :mod:`gbair_nb.probe`) is below it: flipping a batch with precision under 0.5 adds more wrong labels than it
+    removes.
     """
 
     patience: int = 1
     rounds: int = 5
     metric: str = "val_macro_f1"
+    min_precision: float | None = None
 
     def __post_init__(self) -> None:
         if self.patience < 1 or self.rounds < 0:
             raise ValueError(f"patience must be ≥ 1 and rounds ≥ 0; got patience={self.patience}, "
                              f"rounds={self.rounds}")
+        if self.min_precision is not None and not 0 <= self.min_precision <= 1:
+            raise ValueError(f"min_precision must be in [0, 1] or None; got {self.min_precision}")
+
+    def accept(self, estimated_precision: float | None) -> bool:
+        """Whether to apply a flagged batch with this estimated precision (always, without ``min_precision``)."""
+        return (self.min_precision is None or estimated_precision is None
+                or estimated_precision >= self.min_precision)
 
     def kept_round(self, records: list[RoundRecord]) -> int:
         """The round whose labels are kept: the best ``metric`` so far, the earliest of equals."""
@@ -174,6 +186,7 @@ class Flagged:
     ids: list[int]
     precision: float
     fixed: int
+    estimated_precision: float | None = None
 
 
 class LoopState:
@@ -216,8 +229,8 @@ class LoopState:
         rec = RoundRecord(round=self.round, **metrics, wrong_labels_remaining=self.wrong_labels(),
                           n_removed=int((~self.kept).sum()), seconds=seconds)
         if self.pending is not None:
-            rec.flagged_ids, rec.flagged_precision, rec.n_fixed_correctly = (
-                self.pending.ids, self.pending.precision, self.pending.fixed)
+            rec.flagged_ids, rec.flagged_precision, rec.n_fixed_correctly, rec.estimated_precision = (
+                self.pending.ids, self.pending.precision, self.pending.fixed, self.pending.estimated_precision)
             self.pending = None
         self.records.append(rec)
         self.history.append((self.labels.copy(), self.kept.copy()))
@@ -245,7 +258,15 @@ class LoopState:
             return detection_metrics(scores, wrong, k=self.k)
         return None
 
-    def apply(self, flagged: list[int], fix: Fix, ctx) -> Flagged:
+    def estimate_precision(self, flagged: list[int], ctx) -> float:
+        """The trusted probe's estimate of the fraction of wrong labels among the flagged positions (no truth)."""
+        from .probe import probe_of
+
+        positions = np.flatnonzero(self.kept)
+        local = np.searchsorted(positions, flagged)
+        return probe_of(ctx).precision(ctx.train, local)
+
+    def apply(self, flagged: list[int], fix: Fix, ctx, *, estimated_precision: float | None = None) -> Flagged:
         """Ask ``fix`` about the flagged positions (translated to positions in ``ctx.train``) and apply its
         decisions to the labels. The examples count as reviewed only once the fixer answered (a fixer that raises
         can be asked again). Returns what the next record reports."""
@@ -268,7 +289,8 @@ class LoopState:
                 raise ValueError(f"unknown decision {action!r} for example {int(base.ids[p])}; "
                                  "use 'relabel', 'keep' or 'remove'")
         self.reviewed[flagged] = True
-        self.pending = Flagged([int(base.ids[p]) for p in flagged], float(was_wrong.mean()), fixed)
+        self.pending = Flagged([int(base.ids[p]) for p in flagged], float(was_wrong.mean()), fixed,
+                               estimated_precision)
         return self.pending
 
     def recovery(self, scorer: str, rule: StoppingRule, *, stopped_because: str, clean: dict | None = None,

@@ -349,7 +349,7 @@ def pick(choice: str | Callable, registry: Mapping[str, Callable], what: str) ->
 
 def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None = None, rounds: int = 5,
           fix: str | Callable = "flip", config: TrainConfig | None = None, patience: int = 1,
-          warm_start: bool = False, clean: dict | bool = True, seed: int = 0, options: dict | None = None,
+          min_precision: float | None = None, warm_start: bool = False, clean: dict | bool = True, seed: int = 0, options: dict | None = None,
           round0: Run | None = None, registry: Mapping[str, Scorer] = SCORERS, compute: Compute = LOCAL,
           verbose: bool = True,
           on_round: Callable[[RoundRecord], None] | None = None) -> Recovery:
@@ -365,6 +365,9 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
         config: training settings (default ``TrainConfig.default()``), used for every retraining.
         patience: stop after this many rounds without a new best validation macro-F1; the labels of the best
             round are the final ones (changes that did not help on validation are rolled back).
+        min_precision: stop before applying a batch whose precision, estimated without the truth by the trusted
+            probe (:mod:`gbair_nb.probe`), is below this (None: never; 0.5 is where flips start to add more wrong
+            labels than they remove).
         warm_start: continue training the previous round's model instead of retraining from scratch.
         clean: also train on the true labels for the reference (True), pass precomputed metrics, or False.
         options: scorer options: ``variant`` ("dot"|"cosine"), ``checkpoints`` ("all"|"last"),
@@ -385,7 +388,7 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
     fix_fn = pick(fix, FIXERS, "fix")
     base = scenario.splits.train
     state = LoopState(scenario, default_k(len(base)) if k is None else k)
-    rule = StoppingRule(patience=patience, rounds=rounds)
+    rule = StoppingRule(patience=patience, rounds=rounds, min_precision=min_precision)
     check_fix(fix, base)
     clean_ref = train_clean_reference(scenario, config, compute=compute) if clean is True else (clean or None)
     val, test = scenario.splits.val, scenario.splits.test
@@ -410,10 +413,13 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
             scores = np.asarray(score_fn(ctx), dtype=np.float64)
             flagged = state.flag(scores)
             rec.detection = state.detection(scores)
-            if flagged:
-                state.apply(flagged, fix_fn, ctx)
-            else:
+            estimate = state.estimate_precision(flagged, ctx) if flagged and min_precision is not None else None
+            if not flagged:
                 stop = "nothing left to review"
+            elif not rule.accept(estimate):
+                stop = f"estimated precision {estimate:.2f} < {min_precision}"
+            else:
+                state.apply(flagged, fix_fn, ctx, estimated_precision=estimate)
         rec.seconds = time.perf_counter() - t0
         if stop is not None:
             stopped = stop
@@ -423,7 +429,7 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
     bar.close()
     return state.recovery(name, rule, stopped_because=stopped, clean=clean_ref,
                           options={"k": state.k, "rounds": rounds, "fix": str(fix), "patience": patience,
-                                   "warm_start": warm_start, **options})
+                                   "min_precision": min_precision, "warm_start": warm_start, **options})
 
 
 # ------------------------------------------------------------------------------------------ detection metrics

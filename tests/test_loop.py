@@ -6,7 +6,12 @@ import pytest
 
 from gbair_nb.data import TextDataset, corrupt, split
 from gbair_nb.loop import LoopState, RoundRecord, StoppingRule
+import sys
+from pathlib import Path
+
 from gbair_nb.recovery import Scenario
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def records(val_f1, mistakes=None):
@@ -142,3 +147,24 @@ def test_recovery_keeps_the_rule_s_round_and_its_labels():
 def test_bad_k_is_clear():
     with pytest.raises(ValueError, match="k must be between 1 and the training-set size 8"):
         LoopState(scenario(), k=9)
+
+
+def test_precision_gate():
+    rule = StoppingRule(min_precision=0.5)
+    assert rule.accept(0.5) and rule.accept(0.9) and not rule.accept(0.49) and rule.accept(None)
+    assert StoppingRule().accept(0.0)  # no gate by default
+    with pytest.raises(ValueError, match="min_precision"):
+        StoppingRule(min_precision=1.5)
+
+
+def test_gbair_stops_before_a_batch_the_probe_distrusts():
+    from gbair_nb.recovery import gbair
+    from test_recovery import TINY, toy_scenario
+
+    sc = toy_scenario()
+    gated = gbair(sc, scorer="loss", k=4, rounds=2, config=TINY, clean=False, min_precision=1.0, verbose=False)
+    assert [r.round for r in gated.rounds] == [0] and gated.stopped_because.startswith("estimated precision")
+    np.testing.assert_array_equal(gated.labels, sc.corruption.noisy_labels)  # nothing was applied
+    free = gbair(sc, scorer="loss", k=4, rounds=1, config=TINY, clean=False, min_precision=0.0, verbose=False)
+    est = free.rounds[1].estimated_precision
+    assert est is not None and 0.0 <= est <= 1.0 and free.options["min_precision"] == 0.0
