@@ -30,7 +30,7 @@ import pandas as pd
 
 from .data import TextDataset
 from .loop import LOCAL, Compute, LoopState, Recovery, RoundRecord, StoppingRule, round_metrics
-from .recovery import SCORERS, Scenario, Scorer, ScoreContext, default_k, pick
+from .recovery import SCORERS, Scenario, Scorer, ScoreContext, default_k, pick, rerank
 from .relabel import RelabelSession
 from .train import Run, TrainConfig, train
 
@@ -128,7 +128,8 @@ class HumanFixer:
 
     def decisions(self, given: dict[int, int]) -> dict[int, tuple[str, int | None]]:
         """The open session's decisions about its flagged examples, against ``given`` (id -> the loop's label going
-        into this round): id -> ("relabel", c) | ("keep", None) | ("remove", None), from the session's label state.
+        into this round): id -> ("relabel", c) | ("keep", None) | ("remove", None) | ("unreviewed", None), from the
+        session's label state.
 
         Examples without a decision this round are kept as they are when ``unreviewed='keep'`` (with a warning),
         an error when ``'error'``.
@@ -139,14 +140,15 @@ class HumanFixer:
         missing = []
         for i in s.flagged:
             d = s.decision(i)
-            if d is None or d.round != s.round:
+            undecided = d is None or d.round != s.round
+            if undecided:
                 missing.append(i)
             if i in removed:
                 out[i] = ("remove", None)
             elif s.label_of(i) != int(given[i]):
                 out[i] = ("relabel", s.label_of(i))
             else:
-                out[i] = ("keep", None)
+                out[i] = ("unreviewed" if undecided else "keep", None)  # a skipped example is no verdict
         if missing:
             msg = (f"{len(missing)} of {len(s.flagged)} flagged examples have no decision in round {s.round} "
                    f"(ids {missing[:5]}{'...' if len(missing) > 5 else ''})")
@@ -230,13 +232,14 @@ class HumanRounds:
     def __init__(self, scenario: Scenario, journal_path: str | os.PathLike, *, scorer: str | Callable = "gbair",
                  k: int | None = None, config: TrainConfig | None = None, seed: int = 0,
                  options: dict | None = None, annotator: Annotator | None = None, max_influenced: int = 3,
-                 registry: Mapping[str, Scorer] = SCORERS, compute: Compute = LOCAL, verbose: bool = True) -> None:
+                 registry: Mapping[str, Scorer] = SCORERS, compute: Compute = LOCAL,
+                 rerank_with_verdicts: bool = False, verbose: bool = True) -> None:
         config = config or TrainConfig.default()
         self.config = replace(config, seed=seed) if config.seed != seed else config
         self.scorer = scorer
         self.score_fn = pick(scorer, registry, "scorer")
         self.scenario, self.seed, self.options, self.compute = scenario, seed, dict(options or {}), compute
-        self.verbose, self.max_influenced = verbose, max_influenced
+        self.verbose, self.max_influenced, self.rerank_with_verdicts = verbose, max_influenced, rerank_with_verdicts
         self.state = LoopState(scenario, default_k(len(scenario.splits.train)) if k is None else k)
         self.fixer = human_fixer(journal_path, scenario.train, annotator=annotator, unreviewed="keep")
         self.run: Run | None = None
@@ -280,6 +283,8 @@ class HumanRounds:
         self.ctx = ctx = ScoreContext(self.run, current, self.scenario.splits.val, self.config,
                                       seed=self.seed + self.round - 1, options=self.options, compute=self.compute)
         scores = np.asarray(self.score_fn(ctx), dtype=np.float64)
+        if self.rerank_with_verdicts and self.state.verdicts:  # what you decided so far sharpens the next batch
+            scores = rerank(ctx, scores, *self.state.verdict_examples())
         self.flagged = self.state.flag(scores)
         self.records[-1].detection = self.state.detection(scores)
         if not self.flagged:

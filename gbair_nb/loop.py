@@ -27,9 +27,11 @@ from .metrics import detection_metrics, recovered_fraction
 __all__ = ["RoundRecord", "Recovery", "LoopState", "StoppingRule", "Compute", "LOCAL", "round_metrics", "Fix",
            "Decisions"]
 
-# fix(flagged_positions, labels, ctx) -> {position: ("relabel", c) | ("keep", None) | ("remove", None)}; positions
-# index the current training set (ctx.train), labels are its current labels
+# fix(flagged_positions, labels, ctx) -> {position: ("relabel", c) | ("keep", None) | ("remove", None) |
+# ("unreviewed", None)}; positions index the current training set (ctx.train), labels are its current labels.
+# "unreviewed" keeps the label like "keep" but is no verdict (a person skipped it); a missing position is a keep.
 Decisions = Mapping[int, tuple]
+ACTIONS = ("relabel", "keep", "remove")
 Fix = Callable[[list, np.ndarray, object], Decisions]
 
 
@@ -209,6 +211,8 @@ class LoopState:
         self.records: list[RoundRecord] = []
         self.history: list[tuple[np.ndarray, np.ndarray]] = []
         self.pending: Flagged | None = None  # fixes applied since the last record
+        # what the fixer said about each example it reviewed: (position, label it had, "wrong" | "right")
+        self.verdicts: list[tuple[int, int, str]] = []
 
     @property
     def round(self) -> int:
@@ -258,6 +262,15 @@ class LoopState:
             return detection_metrics(scores, wrong, k=self.k)
         return None
 
+    def verdict_examples(self) -> tuple[TextDataset, np.ndarray]:
+        """The examples a fixer has judged so far, each with the label it had when judged, and a bool mask: True
+        where the fixer said that label was wrong (relabel or remove), False where it kept it."""
+        base = self.scenario.splits.train
+        positions = np.array([p for p, _, _ in self.verdicts], dtype=np.int64)
+        labels = np.array([label for _, label, _ in self.verdicts], dtype=np.int64)
+        wrong = np.array([v == "wrong" for _, _, v in self.verdicts], dtype=bool)
+        return base.subset(positions).with_labels(labels), wrong
+
     def estimate_precision(self, flagged: list[int], ctx) -> float:
         """The trusted probe's estimate of the fraction of wrong labels among the flagged positions (no truth)."""
         from .probe import probe_of
@@ -279,15 +292,17 @@ class LoopState:
         fixed = 0
         for p, wrong in zip(flagged, was_wrong):
             action, new = decisions.get(local[p], ("keep", None))
+            if action in ACTIONS:
+                self.verdicts.append((int(p), int(self.labels[p]), "right" if action == "keep" else "wrong"))
             if action == "relabel":
                 self.labels[p] = int(new)
                 fixed += int(self.labels[p] == truth[p] and wrong)
             elif action == "remove":
                 self.kept[p] = False
                 fixed += int(wrong)
-            elif action != "keep":
+            elif action not in ("keep", "unreviewed"):
                 raise ValueError(f"unknown decision {action!r} for example {int(base.ids[p])}; "
-                                 "use 'relabel', 'keep' or 'remove'")
+                                 "use 'relabel', 'keep', 'remove' (or 'unreviewed': keep, no verdict)")
         self.reviewed[flagged] = True
         self.pending = Flagged([int(base.ids[p]) for p in flagged], float(was_wrong.mean()), fixed,
                                estimated_precision)

@@ -40,7 +40,7 @@ from .train import Run, TrainConfig, train
 __all__ = ["Scenario", "make_scenario", "SCENARIOS", "ScoreContext", "SCORERS", "FIXERS", "RoundRecord",
            "Recovery", "gbair", "detection_metrics", "compare_detectors", "default_k", "recovered_fraction",
            "train_clean_reference", "out_of_sample_probs", "check_fix", "pick", "Scorer", "StoppingRule",
-           "GBAIR_VARIANTS", "DEFAULT_GBAIR", "class_influence", "percentile_ranks"]
+           "GBAIR_VARIANTS", "DEFAULT_GBAIR", "class_influence", "percentile_ranks", "rerank"]
 
 
 # ------------------------------------------------------------------------------------------------- scenarios
@@ -255,6 +255,31 @@ def _score_probe(ctx: ScoreContext) -> np.ndarray:
     return probe_of(ctx).p_wrong(ctx.train)
 
 
+def rerank(ctx: ScoreContext, scores: np.ndarray, judged: TextDataset, wrong: np.ndarray) -> np.ndarray:
+    """Re-rank ``scores`` (higher = more suspect) with what a person said about the examples already reviewed.
+
+    ``judged`` holds the reviewed examples with the labels they had then; ``wrong`` marks those the person found
+    wrong (relabeled or removed). A training example whose gradient agrees with the known-wrong labels (a proponent
+    of them, Σ TracIn > 0) is likely wrong in the same way; one that agrees with the confirmed-right labels is
+    likely right. Both sums come from one TracIn pass; the result is the mean percentile rank of the original score
+    and of ``standardised(Σ_wrong TracIn) − standardised(Σ_right TracIn)``: in [0, 1], higher = more suspect.
+    """
+    wrong = np.asarray(wrong, dtype=bool)
+    if len(judged) == 0:
+        return np.asarray(scores, dtype=np.float64)
+    sets = [np.flatnonzero(wrong), np.flatnonzero(~wrong)]
+    agg = np.asarray(ctx.influence.aggregated_influence(
+        ctx.run.model, ctx.run.tokenizer, ctx.run.checkpoints, ctx.train.texts, ctx.train.labels, judged.texts,
+        judged.labels, sets=sets, max_length=ctx.run.config.max_length, verbose=False, **ctx.influence_options()),
+        dtype=np.float64)
+    evidence = np.zeros(len(ctx.train))
+    if len(sets[0]):
+        evidence += _standardise(agg[0])
+    if len(sets[1]):
+        evidence -= _standardise(agg[1])
+    return (percentile_ranks(scores) + percentile_ranks(evidence)) / 2
+
+
 def out_of_sample_probs(train_ds: TextDataset, config: TrainConfig, *, folds: int = 3, seed: int = 0,
                         compute: Compute = LOCAL, verbose: bool = False) -> np.ndarray:
     """(n, C) probabilities for each training example from a model that never saw it (k-fold CV of the PET model)."""
@@ -349,7 +374,7 @@ def pick(choice: str | Callable, registry: Mapping[str, Callable], what: str) ->
 
 def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None = None, rounds: int = 5,
           fix: str | Callable = "flip", config: TrainConfig | None = None, patience: int = 1,
-          min_precision: float | None = None, warm_start: bool = False, clean: dict | bool = True, seed: int = 0, options: dict | None = None,
+          min_precision: float | None = None, rerank_with_verdicts: bool = False, warm_start: bool = False, clean: dict | bool = True, seed: int = 0, options: dict | None = None,
           round0: Run | None = None, registry: Mapping[str, Scorer] = SCORERS, compute: Compute = LOCAL,
           verbose: bool = True,
           on_round: Callable[[RoundRecord], None] | None = None) -> Recovery:
@@ -368,6 +393,8 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
         min_precision: stop before applying a batch whose precision, estimated without the truth by the trusted
             probe (:mod:`gbair_nb.probe`), is below this (None: never; 0.5 is where flips start to add more wrong
             labels than they remove).
+        rerank_with_verdicts: from round 2 on, re-rank the scores with what the fixer said about the examples it
+            reviewed (:func:`rerank`) — meant for a person or a simulated annotator, whose verdicts are evidence.
         warm_start: continue training the previous round's model instead of retraining from scratch.
         clean: also train on the true labels for the reference (True), pass precomputed metrics, or False.
         options: scorer options: ``variant`` ("dot"|"cosine"), ``checkpoints`` ("all"|"last"),
@@ -411,6 +438,8 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
             ctx = ScoreContext(run, current, val, config, seed=seed + rec.round, options=options,
                                compute=compute)
             scores = np.asarray(score_fn(ctx), dtype=np.float64)
+            if rerank_with_verdicts and state.verdicts:
+                scores = rerank(ctx, scores, *state.verdict_examples())
             flagged = state.flag(scores)
             rec.detection = state.detection(scores)
             estimate = state.estimate_precision(flagged, ctx) if flagged and min_precision is not None else None
@@ -429,7 +458,8 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
     bar.close()
     return state.recovery(name, rule, stopped_because=stopped, clean=clean_ref,
                           options={"k": state.k, "rounds": rounds, "fix": str(fix), "patience": patience,
-                                   "min_precision": min_precision, "warm_start": warm_start, **options})
+                                   "min_precision": min_precision, "rerank_with_verdicts": rerank_with_verdicts,
+                                   "warm_start": warm_start, **options})
 
 
 # ------------------------------------------------------------------------------------------ detection metrics

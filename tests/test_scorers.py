@@ -89,3 +89,31 @@ def test_a_planted_opponent_of_its_class_ranks_first():
     ctx = ScoreContext(run, train_ds.with_labels(noisy), val, config)
     for name in ("gbair_all", "gbair_balanced", "gbair_balanced_unit"):
         assert int(np.argmax(SCORERS[name](ctx))) == 2, name
+
+
+def test_rerank_moves_the_twin_of_a_confirmed_wrong_label_up():
+    """A person confirmed example 2 ("pos" text labelled "neg") wrong: its twin 3 (same text, same wrong label)
+    must rise to the top of the remaining ranking, whatever the base score said."""
+    from gbair_nb.data import TextDataset
+    from gbair_nb.recovery import rerank
+
+    rng = np.random.default_rng(1)
+    good, bad = ["great", "lovely", "superb", "nice"], ["awful", "terrible", "nasty", "sad"]
+    texts = [" ".join(rng.choice(good if i < 20 else bad, size=3)) for i in range(40)]
+    texts[3] = texts[2]
+    labels = np.array([0] * 20 + [1] * 20)
+    noisy = labels.copy()
+    noisy[[2, 3]] = 1
+    train_ds = TextDataset(np.arange(40), texts, labels, ["pos", "neg"], "toy").with_labels(noisy)
+    val = TextDataset(np.arange(100, 110), texts[5:10] + texts[25:30], [0] * 5 + [1] * 5, ["pos", "neg"], "toy")
+    config = TrainConfig.quick(backbone="tiny", epochs=4, max_length=12, lr=5e-2, lr_head=5e-2,
+                               method_options={"num_virtual_tokens": 2, "init_text": None})
+    run = train(train_ds, config=config, verbose=False)
+    ctx = ScoreContext(run, train_ds, val, config)
+    flat = np.zeros(len(train_ds))  # the base scorer knows nothing: every example equally suspect
+    judged = train_ds.subset([2, 30])  # 2: confirmed wrong; 30: a "neg" example confirmed right
+    out = rerank(ctx, flat, judged, np.array([True, False]))
+    others = np.setdiff1d(np.arange(40), [2, 30])
+    assert others[np.argmax(out[others])] == 3
+    assert np.all((0 <= out) & (out <= 1))
+    np.testing.assert_array_equal(rerank(ctx, flat, judged.subset([]), np.zeros(0, bool)), flat)
