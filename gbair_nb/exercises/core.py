@@ -38,6 +38,8 @@ def as_array(value: Any) -> np.ndarray | None:
     """A float64 NumPy copy of a number, list, NumPy array or torch tensor; None when it is not numeric."""
     if hasattr(value, "detach"):  # a torch tensor (possibly requiring grad, possibly on a GPU)
         value = value.detach().cpu().numpy()
+    if isinstance(value, (str, bytes)) or np.asarray(value).dtype.kind in "USV":  # "8450" is text, not a number
+        return None
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):

@@ -131,9 +131,8 @@ def check_recovered_fraction(value: Any, rounds: Any, clean: float) -> bool:
          (val[kept] - val[0]) / (clean - val[0])),
         ("on a tie the EARLIEST of the best rounds is kept", frac(test[latest_best])),
         ("measure from the corrupted start: (final − corrupted) / (clean − corrupted)", test[kept] / clean),
-        ("the numerator is the gain of the kept round over round 0, the denominator the gap clean − round 0",
-         (clean - test[kept]) / (clean - corrupted)),
-        ("that is the fraction still missing; recovered = 1 − that", 1 - frac(test[kept])),
+        ("that is the fraction still missing, (clean − final) / (clean − corrupted); the recovered fraction is the "
+         "gain of the kept round over round 0, over the same gap", (clean - test[kept]) / (clean - corrupted)),
     ]
     return judge(value, frac(test[kept]), mistakes, what="the recovered fraction", shape="one number",
                  otherwise="pick the kept round, then (its test F1 − round 0's) / (clean − round 0's)")
