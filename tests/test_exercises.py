@@ -667,3 +667,46 @@ def test_pytest_collects_the_solutions_but_not_the_labs():
     assert "solutions/02_tracin_solutions.ipynb" in collected, collected[-2000:]
     assert "_lab.ipynb" not in collected and "labs/src" not in collected, collected[-2000:]
 
+
+
+def _solution_namespace(name: str) -> dict:
+    ns: dict = {"__name__": "__solutions__"}
+    for cell in json.loads((REPO / "notebooks" / "solutions" / f"{name}_solutions.ipynb").read_text())["cells"]:
+        if cell["cell_type"] == "code":
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(compile("".join(cell["source"]), name, "exec"), ns)
+    return ns
+
+
+def test_the_hints_tell_the_mistakes_apart_on_the_labs_own_inputs(capsys):
+    # a student makes the mistake on the lab's data, not on the tests' data: the hint must still name it
+    ns = _solution_namespace("02_tracin")
+    gt, gs, lrs, G, w = ns["g_train"], ns["g_test"], ns["lrs"], ns["G"], ns["w"]
+    no_lr = sum(float((a[n] * b[n]).sum()) for a, b in zip(gt, gs) for n in a)
+    one_rate = sum(lr["W"] * float((a[n] * b[n]).sum()) for a, b, lr in zip(gt, gs, lrs) for n in a)
+    fails_with(capsys, "learning rate?", ex.check_tracin_pair, no_lr, gt, gs, lrs)
+    fails_with(capsys, "its own learning rate", ex.check_tracin_pair, one_rate, gt, gs, lrs)
+    fails_with(capsys, "learning rate?", ex.check_self_influence, (G ** 2).sum((0, 2)), G, w)
+    fails_with(capsys, "not ‖g‖", ex.check_self_influence, np.sqrt((G ** 2 * w[:, None]).sum(2)).sum(0), G, w)
+    fails_with(capsys, "swapped", ex.check_proponents_opponents, ns["opponents"], ns["proponents"], ns["scores"], 0, 4)
+
+    ns = _solution_namespace("04_gbair")
+    Gt, Gm, lrs, score = ns["G_train"], ns["G_M"], ns["lrs"], ns["score"]
+    fails_with(capsys, "opposite sign", ex.check_gbair_score, -score, Gt, Gm, lrs)
+    fails_with(capsys, "learning rate?", ex.check_gbair_score, -sum(g @ m.sum(0) for g, m in zip(Gt, Gm)), Gt, Gm, lrs)
+    fails_with(capsys, "every checkpoint", ex.check_gbair_score, -(Gt[-1] @ (lrs[-1] * Gm[-1].sum(0))), Gt, Gm, lrs)
+    fails_with(capsys, "rolls back", ex.check_recovered_fraction, (0.87 - 0.72) / 0.21, ns["rounds"], ns["clean"])
+    flagged_with_reviewed = np.argsort(-ns["score_round2"], kind="stable")[:12]
+    fails_with(capsys, "already reviewed", ex.check_flagged, flagged_with_reviewed, ns["score_round2"], ns["reviewed"],
+               12)
+
+    ns = _solution_namespace("05_which_detector")
+    s, y, n = ns["gbair_like"], ns["is_corrupted"], ns["n"]
+    order = np.argsort(-s, kind="stable")
+    fails_with(capsys, "one example short", ex.check_recall_at, y[order[:11]].sum() / y.sum(), s, y, 0.04)
+    fails_with(capsys, "precision of the top", ex.check_recall_at, y[order[:12]].sum() / 12, s, y, 0.04)
+    assert n == 290
+
+    logits, mask, ids = (torch.randn(3, 7, 50, generator=torch.Generator().manual_seed(7)),
+                         torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 3 + [0] * 4]), [11, 29])  # lab 07's inputs
+    fails_with(capsys, "LAST REAL token", ex.check_verbalizer_logits, logits[:, -1, ids], logits, mask, ids)
