@@ -136,7 +136,8 @@ def test_tracin_pair(capsys, pair):
     squared = sum(lr[n] ** 2 * d[n] for lr, d in zip(lrs, dots) for n in d)
     for value, hint in [(sum(sum(d.values()) for d in dots), "learning rate?"), (right / 3, "SUM over checkpoints"),
                         (-right, "check the sign"), (per[-1], "not only the last"), (per[0], "not only the first"),
-                        (one_rate, "its own learning rate"), (squared, "not squared"), ([right, right], "check the shape"),
+                        (one_rate, "its own learning rate"), (squared, "not squared"),
+                        ([right, right], "check the shape"),
                         (right + 1, "for every checkpoint")]:
         fails_with(capsys, hint, ex.check_tracin_pair, value, gt, gs, lrs)
 
@@ -196,7 +197,8 @@ def test_review_pick(capsys):
     passes(capsys, ex.check_review_pick, [60, 40, 30], scores, ids, reviewed, 3)
     for value, hint in [([5, 3, 2], "positions"), ([20, 60, 40], "already reviewed"), ([10, 50, 30], "LARGEST"),
                         ([60, 40], "off by one"), ([40, 60, 30], "wrong order"), ([60, 40, 99], "not ids"),
-                        ([60, 40, 10], "rank the examples"), ([60.5, 40, 30], "integers"), ([60, 40, 30, 50, 10], "exactly k")]:
+                        ([60, 40, 10], "rank the examples"), ([60.5, 40, 30], "integers"),
+                        ([60, 40, 30, 50, 10], "exactly k")]:
         fails_with(capsys, hint, ex.check_review_pick, value, scores, ids, reviewed, 3)
 
 
@@ -243,7 +245,7 @@ def test_journal_replay(capsys):
     fails_with(capsys, "fill in the blank", ex.check_journal_replay, None, None, **kw)
 
 
-def test_journal_replay_agrees_with_the_session_on_random_clicks(capsys):
+def test_journal_replay_agrees_with_the_session_on_random_clicks(capsys, tmp_path):
     # the checker's truth is a real RelabelSession; its hints come from a replay of the standing decisions —
     # on random click sequences the right answer (from the session) must never be mistaken for a misreading
     from gbair_nb.relabel import RelabelSession
@@ -260,15 +262,11 @@ def test_journal_replay_agrees_with_the_session_on_random_clicks(capsys):
                 i = int(rng.choice(ids))
                 clicks.append([("relabel", i, int(rng.integers(2))), ("keep", i), ("remove", i)][rng.integers(3)])
                 made += 1
-        s = RelabelSession(ids, start, ["a", "b"], Path(f"/tmp/_gbair_journal_{trial}_{id(clicks)}.jsonl"),
-                           fingerprint="t")
-        try:
-            for a in clicks:
-                getattr(s, a[0])(*a[1:])
-            passes(capsys, ex.check_journal_replay, s.labels().tolist(), s.kept_mask().tolist(), ids=ids,
-                   labels0=start, actions=clicks)
-        finally:
-            s.path.unlink()
+        s = RelabelSession(ids, start, ["a", "b"], tmp_path / f"journal_{trial}.jsonl", fingerprint="t")
+        for a in clicks:
+            getattr(s, a[0])(*a[1:])
+        passes(capsys, ex.check_journal_replay, s.labels().tolist(), s.kept_mask().tolist(), ids=ids,
+               labels0=start, actions=clicks)
 
 
 # ----------------------------------------------------------------------------------------------------- 04 G-BAIR
@@ -614,7 +612,8 @@ def test_labs_hide_the_solutions_and_solutions_assert_their_checks():
         sol_checks = [c for c in sol_cells if "check" in c["metadata"].get("tags", [])]
         assert all("".join(c["source"]).startswith("assert check_") for c in sol_checks), sol.name
         assert all(not c.get("outputs") for c in lab_cells + sol_cells if c["cell_type"] == "code")
-        predict = [c for c in lab_cells if c["cell_type"] == "markdown" and "Predict before you run" in "".join(c["source"])]
+        predict = [c for c in lab_cells
+                   if c["cell_type"] == "markdown" and "Predict before you run" in "".join(c["source"])]
         assert len(predict) >= 2, lab.name
         assert all(c["metadata"]["slideshow"]["slide_type"] in ("slide", "subslide", "fragment", "skip", "notes", "-")
                    for c in lab_cells + sol_cells)
