@@ -11,9 +11,9 @@ The sources are ``notebooks/labs/src/NN_topic.py``, Python files in the "percent
     # %% solution                  a cell that appears in the solutions notebook only (also: lab)
 
 Header words after ``# %%``: ``[markdown]``; a slide type (slide, subslide, fragment, skip, notes, "-"); ``check``;
-``solution`` or ``lab``; ``parameters`` (tag). Without a slide type a cell gets the one ``build_slides.auto_slide_type``
-picks. Inside a code cell, the lines between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` go to the solutions only;
-the lab gets, in their place, the lines of that block written as ``# lab: <code>`` (the blank, e.g.
+``solution`` or ``lab``; ``parameters`` (tag). Without a slide type a check cell is a ``fragment`` and any other cell
+gets the type ``build_slides.auto_slide_type`` picks. Inside a code cell, the lines between ``# BEGIN SOLUTION`` and
+``# END SOLUTION`` go to the solutions only; the lab gets, in their place, the lines of that block written as ``# lab: <code>`` (the blank, e.g.
 ``# lab: score = None  # YOUR CODE HERE``). In the solutions, a check call ``check_…(…);`` becomes
 ``assert check_…(…)``, so running the solutions under nbval fails if a solution stops passing its own check.
 Markdown cells may say ``{{kind}}`` ("lab" or "solutions") and ``{{companion}}`` (a link to the other notebook).
@@ -153,7 +153,8 @@ def build(path: Path, kind: str) -> nbformat.NotebookNode:
                 if kind == "solutions":
                     text = _assert_checks(text)
             new = nbformat.v4.new_code_cell(text)
-        slide = next((w for w in words if w in SLIDE_TYPES), None) or auto_slide_type(new.cell_type, new.source)
+        slide = next((w for w in words if w in SLIDE_TYPES), None) or \
+            ("fragment" if "check" in words else auto_slide_type(new.cell_type, new.source))
         new.metadata = {"slideshow": {"slide_type": slide}}
         tags = [w for w in ("check", "parameters") if w in words]
         if tags:
