@@ -14,8 +14,9 @@ Header words after ``# %%``: ``[markdown]``; a slide type (slide, subslide, frag
 ``solution`` or ``lab``; ``parameters`` (tag). Without a slide type a check cell is a ``fragment`` and any other cell
 gets the type ``build_slides.auto_slide_type`` picks. Inside a code cell, the lines between ``# BEGIN SOLUTION`` and
 ``# END SOLUTION`` go to the solutions only; the lab gets, in their place, the lines of that block written as
-``# lab: <code>`` (the blank, e.g. ``# lab: score = None  # YOUR CODE HERE``). In the solutions, a check call ``check_…(…);`` becomes
-``assert check_…(…)``, so running the solutions under nbval fails if a solution stops passing its own check.
+``# lab: <code>`` (the blank, e.g. ``# lab: score = None  # YOUR CODE HERE``). In the solutions, a check call
+``check_…(…);`` becomes ``assert check_…(…)``, so running the solutions under nbval fails if a solution stops
+passing its own check.
 Markdown cells may say ``{{kind}}`` ("lab" or "solutions") and ``{{companion}}`` (a link to the other notebook).
 Generated notebooks carry no outputs and stable cell ids: building twice gives the same bytes.
 """
