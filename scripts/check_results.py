@@ -45,12 +45,19 @@ class CheckError(Exception):
 
 
 # --------------------------------------------------------------------------------------------- recovery tables
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckError(f"cannot read results file {path}: {e}") from None
+
+
 def _reports(results: Path, scenario: str) -> list[dict]:
     """The saved reports of one recovery scenario, one per seed, in seed order."""
     files = sorted((results / "recovery").glob(f"{scenario}__*.json"))
     if not files:
         raise CheckError(f"no results for scenario {scenario!r} in {results / 'recovery'}")
-    reps = [json.loads(f.read_text()) for f in files]
+    reps = [_load(f) for f in files]
     return sorted(reps, key=lambda r: r["seed"])
 
 
@@ -142,10 +149,7 @@ def methods_table(results: Path, *files: str) -> str:
         raise CheckError("the methods kind needs at least one results file, e.g. methods_seed0.json")
     tables = []
     for name in files:
-        path = results / name
-        if not path.exists():
-            raise CheckError(f"results file {path} does not exist")
-        tables.append({row["method"]: row for row in json.loads(path.read_text())})
+        tables.append({row["method"]: row for row in _load(results / name)})
     rows = dict(tables[0])
     for extra in tables[1:]:
         for method, row in extra.items():
