@@ -82,9 +82,9 @@ def recovery_table(results: Path, scenario: str) -> str:
     reps = _reports(results, scenario)
     scorers = list(reps[0]["scorers"])
     scorers = [s for s in ORDER if s in scorers] + [s for s in scorers if s not in ORDER]
-    lines = ["| scorer | final test macro-F1 | recovered (F1) | round-1 flagged precision | round-2 precision "
-             "| round-1 AUROC | wrong labels left |",
-             "|---|---|---|---|---|---|---|"]
+    header = ["scorer", "final test macro-F1", "recovered (F1)", "round-1 flagged precision", "round-2 precision",
+              "round-1 AUROC", "wrong labels left"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in scorers:
         res = [r["scorers"][s] for r in reps if s in r["scorers"]]
         kept = [next(x for x in q["rounds"] if x["round"] == q["final_round"]) for q in res]

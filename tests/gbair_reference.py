@@ -4,7 +4,6 @@ negated. Nothing here goes through TracIn's streaming code, so a test can compar
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from gbair_nb.influence import per_example_grads
 
