@@ -13,6 +13,9 @@ One run, same model, data and checkpoints for every method. A unit of work is on
     python benchmarks/bench_influence.py            # 128 train x 16 test x 2 checkpoints for Captum, 512 x 64 else
     python benchmarks/bench_influence.py --quick    # smaller
     python benchmarks/bench_influence.py --memory --n-train 2000 --n-test 2000 --checkpoints 3  # peak RSS, top-k
+
+It exits with status 1 when the fast path differs from the loop or from Captum by more than the stated tolerances
+(``--tol-loop``, ``--tol-captum``), so a run that reports a difference also checks it.
 """
 from __future__ import annotations
 
@@ -174,6 +177,10 @@ def main(argv=None) -> None:
     ap.add_argument("--loop-n", type=int, default=None)
     ap.add_argument("--memory", action="store_true", help="only measure peak RSS of top_influences (streaming top-k)")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--tol-loop", type=float, default=1e-6,
+                    help="largest per-example ||g_fast - g_loop|| / ||g_loop|| accepted (default 1e-6)")
+    ap.add_argument("--tol-captum", type=float, default=2e-6,
+                    help="largest max|tracin - Captum| / max|Captum| accepted, batch 1 and padded (default 2e-6)")
     ap.add_argument("--dataset", default="sms_spam",
                     help="texts to use (sms_spam has 4,862; use tweets (38,158) for --memory --n-train 20000)")
     args = ap.parse_args(argv)
@@ -320,6 +327,14 @@ def main(argv=None) -> None:
           f"{cap_rel_b:.1e} (padded, batches of 16)")
     print(f"load average at end {' '.join(open('/proc/loadavg').read().split()[:3])}")
     assert scores.shape == (n_test, n_train)
+    checks = [("fast vs loop, per example", row_rel, args.tol_loop),
+              ("tracin() vs Captum, batch 1", cap_rel, args.tol_captum),
+              ("tracin() vs Captum, padded batches of 16", cap_rel_b, args.tol_captum)]
+    failed = [f"{what}: {value:.1e} > {tol:.0e}" for what, value, tol in checks if not value <= tol]
+    if failed:
+        print("FAILED: " + "; ".join(failed), file=sys.stderr)
+        sys.exit(1)
+    print("exactness: " + "; ".join(f"{what} {value:.1e} <= {tol:.0e}" for what, value, tol in checks))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,19 @@ Journal format (one JSON object per line)::
     {"type": "cursor", "time": "...", "id": 42, "round": 0}
 
 ``old_label``/``new_label`` are the label just before and just after the entry; ``undoes`` is the journal line
-(1-based) of the decision it cancelled; ``cursor`` lines record where the reviewer is in the flagged list.
+(1-based) of the decision it cancelled; ``cursor`` lines record where the reviewer is in the flagged list. Blank
+lines are skipped (a hand edit may leave some); class names are compared in Unicode NFC form, so ``"café"`` typed
+on one machine and saved decomposed (NFD) by another tool is the same class.
+
+Two sessions on one journal (a re-run cell, a second notebook or kernel) are safe: every read and write of the
+journal holds an advisory lock on the file ``<journal>.lock`` next to it (the ``filelock`` package: ``flock`` on
+Linux and macOS, ``msvcrt`` locking on Windows). Under that lock an append checks that the file is still the size
+this session left it at, writes the line and ``fsync``-s it: of two sessions deciding at once, one is saved and the
+other is refused with "changed by someone else" (open a new session to reload). Opening replays the file and
+repairs a line cut off by a crash under the same lock, so it never cuts off a line that another process is still
+writing. A new journal is created exclusively (``O_EXCL``): a second creator replays the first one's file. The lock
+is released when a call returns or its process dies, so the ``.lock`` file that stays behind is harmless (delete it
+with the journal if you like). On a network file system without working ``flock``, keep journals on a local disk.
 
 The journal is always replayed on top of the dataset it started from (the fingerprint in its header). In round 2 of
 G-BAIR, pass the *starting* dataset again, not the relabeled one -- the session applies the journal itself.
@@ -36,18 +48,22 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock, Timeout
 
 __all__ = ["RelabelSession", "Decision", "JournalError", "ACTIONS", "SOURCES"]
 
 JOURNAL_VERSION = 1
+LOCK_TIMEOUT_S = 60.0  # a session holds the journal's lock for one append or one replay: milliseconds, not minutes
 ACTIONS = ("relabel", "keep", "remove")
 SOURCES = ("human", "auto")
 
@@ -80,6 +96,8 @@ class RelabelSession:
     ``journal_path`` (created if missing, resumed if present), ``flagged`` (ids in review order, best first;
     optional), ``fingerprint`` (identifies the dataset; a journal from another dataset is refused) and ``round``
     (the G-BAIR round recorded with each decision). The arrays passed in are copied, never modified.
+    Everything is checked before the journal is touched: a refused session leaves no file behind. ``lock_path`` is
+    the advisory lock file next to the journal (see the module docstring).
     """
 
     def __init__(
@@ -113,6 +131,9 @@ class RelabelSession:
         self.fingerprint = str(fingerprint)
         self.round = int(round)
         self.path = Path(journal_path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock = FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_S)
+        self._header_line()  # raises ValueError now if the header cannot be written
         flagged_ids = [] if flagged is None else [int(i) for i in flagged]
         for i in flagged_ids:
             self._check_id(i)
@@ -272,12 +293,24 @@ class RelabelSession:
         return self._decide(id, int(self._labels[p]), "remove", source)
 
     def undo(self, *, source: str = "human") -> Decision:
-        """Cancel the last decision not yet undone (journaled as an undo entry); returns the decision undone."""
+        """Cancel the last decision not yet undone (journaled as an undo entry); returns the decision undone.
+
+        Only a decision of this session's own ``round`` can be undone: the G-BAIR loop has already retrained with
+        the decisions of earlier rounds, so taking one back would silently change a finished round. To change an
+        earlier round's decision, make a new decision about that example in this round. ``ValueError`` (naming the
+        rounds) when the last decision belongs to another round or there is none. (Journals written before this
+        rule that hold such an undo still replay.)
+        """
         self._check_source(source)
         if not self._stack:
             raise ValueError("nothing to undo: no decision has been made in this journal yet "
                              "(or every decision has already been undone)")
         line, d, label_before, _, _ = self._stack[-1]
+        if d.round != self.round:
+            raise ValueError(
+                f"nothing to undo in round {self.round}: the last decision (id {d.id}, {d.action}, journal line "
+                f"{line}) was made in round {d.round}; this session is round {self.round}, and undo only takes back "
+                f"decisions of its own round. To change it, make a new decision about id {d.id} in this round.")
         p = self._pos[d.id]
         entry = {"type": "undo", "time": _now(), "id": d.id, "old_label": int(self._labels[p]),
                  "new_label": label_before, "action": "undo", "source": source, "round": self.round, "undoes": line}
@@ -336,55 +369,115 @@ class RelabelSession:
         else:
             self._effective[d.id] = previous
 
-    def _append(self, entry: dict) -> None:
-        """Append one line, flush and fsync it; refuse if someone else wrote to the journal since we read it."""
-        data = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the journal's advisory lock (``<journal>.lock``) around one read or write of the journal."""
         try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            size = -1
-        if size != self._size:
+            self._lock.acquire()
+        except Timeout:
             raise JournalError(
-                f"journal {self.path} was changed by someone else (size {size} bytes, this session wrote up to "
-                f"{self._size}); another session is probably open on it. Create a new RelabelSession (and widget) "
-                f"to reload it; this one is stale and made no change.")
-        with open(self.path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+                f"journal {self.path} has been locked by another session for {LOCK_TIMEOUT_S:g} s (lock file "
+                f"{self.lock_path}); a session holds it only while saving or opening, so that process is stuck: "
+                f"stop it, then try again") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _append(self, entry: dict) -> None:
+        """Append one line, fsync it; refuse if someone else wrote to the journal since we read it.
+
+        Check, write and fsync happen under the journal's lock, so no other session can write in between; a write
+        that fails half-way is cut off again, so a refused or failed decision leaves nothing on disk.
+        """
+        data = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._locked():
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                size = -1
+            if size != self._size:
+                raise JournalError(
+                    f"journal {self.path} was changed by someone else (size {size} bytes, this session wrote up to "
+                    f"{self._size}); another session is probably open on it. Create a new RelabelSession (and "
+                    f"widget) to reload it; this one is stale and made no change.")
+            with open(self.path, "ab", buffering=0) as f:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[f.write(view):]
+                    os.fsync(f.fileno())
+                except BaseException:
+                    os.ftruncate(f.fileno(), self._size)  # never leave half a line for the next append to join
+                    raise
         self._size += len(data)
         self._lines += 1
 
-    def _header(self) -> dict:
-        return {"type": "header", "version": JOURNAL_VERSION, "fingerprint": self.fingerprint,
-                "class_names": self.class_names, "n": self.n, "time": _now()}
-
-    def _create(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "wb") as f:
-            f.write((json.dumps(self._header(), ensure_ascii=False) + "\n").encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        try:  # make the new directory entry durable too (not possible on Windows; harmless to skip)
-            fd = os.open(self.path.parent, os.O_RDONLY)
+    def _header_line(self) -> bytes:
+        header = {"type": "header", "version": JOURNAL_VERSION, "fingerprint": self.fingerprint,
+                  "class_names": self.class_names, "n": self.n, "time": _now()}
+        for what, value in [("fingerprint", self.fingerprint)] + [
+                (f"class name {name!r} (class {c})", name) for c, name in enumerate(self.class_names)]:
             try:
-                os.fsync(fd)
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise ValueError(f"{what} cannot be written to the journal as UTF-8 ({err.reason}: "
+                                 f"{value[err.start:err.end]!r}, e.g. text decoded with errors='surrogateescape'); "
+                                 f"fix it before relabeling") from None
+        return (json.dumps(header, ensure_ascii=False) + "\n").encode("utf-8")
+
+    def _create(self, *, replace: bool = False) -> bool:
+        """Write the header as the journal's only line (under the lock). A new file is created exclusively:
+        returns False, writing nothing, when it already exists. ``replace=True`` rewrites an existing file that has
+        no complete header (a crash while it was being created)."""
+        data = self._header_line()
+        flags = os.O_WRONLY | getattr(os, "O_BINARY", 0)
+        try:
+            fd = os.open(self.path, (flags | os.O_TRUNC) if replace else (flags | os.O_CREAT | os.O_EXCL), 0o666)
+        except FileExistsError:
+            return False
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as f:
+                view = memoryview(data)
+                while view:
+                    view = view[f.write(view):]
+                os.fsync(f.fileno())
+        except BaseException:
+            if not replace:  # ours alone (created exclusively, under the lock): leave no half-made journal
+                self.path.unlink(missing_ok=True)
+            raise
+        try:  # make the new directory entry durable too (not possible on Windows; harmless to skip)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
             finally:
-                os.close(fd)
+                os.close(dir_fd)
         except OSError:
             pass
-        self._size = self.path.stat().st_size
+        self._size = len(data)
         self._lines = 1
+        return True
 
     def _open(self) -> None:
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            self._create()
-            return
-        data = self.path.read_bytes()
+        """Create the journal, or replay it and repair a line cut off by a crash -- all under the lock."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            try:
+                data = self.path.read_bytes()
+            except FileNotFoundError:
+                if self._create():
+                    return
+                data = self.path.read_bytes()  # created meanwhile by someone not taking the lock: replay theirs
+            if not data:
+                self._create(replace=True)  # a crash right after creating it
+                return
+            self._replay_bytes(data)
+
+    def _replay_bytes(self, data: bytes) -> None:
         chunks = data.split(b"\n")
         tail = chunks.pop()  # b"" when the file ends with a newline
         tail_entry = None
-        if tail:
+        if tail.strip():
             try:
                 tail_entry = json.loads(tail.decode("utf-8"))
                 if not isinstance(tail_entry, dict):
@@ -393,31 +486,37 @@ class RelabelSession:
                 tail_entry = None
         entries = []
         for k, chunk in enumerate(chunks, start=1):
-            entries.append((k, self._parse(chunk, k)))
+            if chunk.strip():  # blank lines (a hand edit) are skipped; line numbers stay those of the file
+                entries.append((k, self._parse(chunk, k)))
         if tail_entry is not None:
             entries.append((len(chunks) + 1, tail_entry))
         if not entries:  # only a torn header: nothing was ever decided
             warnings.warn(f"journal {self.path}: its only line (the header) was cut off mid-write; starting it "
-                          f"again", RuntimeWarning, stacklevel=3)
-            self._create()
+                          f"again", RuntimeWarning, stacklevel=4)
+            self._create(replace=True)
             return
         self._replay(entries)
-        # the file is valid: now repair the end on disk so later appends are clean
-        if tail and tail_entry is None:
+        # the file is valid: now repair the end on disk so later appends are clean (we hold the lock, so a line
+        # without its newline was cut off by a crash, never one that is still being written)
+        if tail.strip() and tail_entry is None:
             warnings.warn(f"journal {self.path}: the last line (line {len(chunks) + 1}, {len(tail)} bytes) was cut "
                           f"off mid-write (a crash while saving); it was dropped, every earlier decision is kept",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
             with open(self.path, "r+b") as f:
                 f.truncate(len(data) - len(tail))
                 f.flush()
                 os.fsync(f.fileno())
+            lines = len(chunks)
         elif tail:
-            with open(self.path, "ab") as f:  # complete last entry missing only its newline
+            with open(self.path, "ab") as f:  # complete last entry (or blanks) missing only its newline
                 f.write(b"\n")
                 f.flush()
                 os.fsync(f.fileno())
+            lines = len(chunks) + 1
+        else:
+            lines = len(chunks)
         self._size = self.path.stat().st_size
-        self._lines = len(entries)
+        self._lines = lines
 
     def _parse(self, chunk: bytes, line: int) -> dict:
         try:
@@ -442,9 +541,11 @@ class RelabelSession:
                 f"{str(h.get('fingerprint'))[:16]}..., this dataset has {self.fingerprint[:16]}... "
                 f"(n={h.get('n')} vs {self.n}). Use a new journal path for this dataset, or open the session on the "
                 f"dataset the journal started from (before any relabeling; the session applies the journal itself).")
-        if h.get("class_names") != self.class_names or h.get("n") != self.n:
-            raise JournalError(f"journal {self.path} was written for classes {h.get('class_names')} and n={h.get('n')}, "
-                               f"but this session has classes {self.class_names} and n={self.n}")
+        theirs = h.get("class_names")
+        if not _same_class_names(theirs, self.class_names) or h.get("n") != self.n:
+            raise JournalError(f"journal {self.path} was written for classes {theirs} and n={h.get('n')}, "
+                               f"but this session has classes {self.class_names} and n={self.n}"
+                               f"{_spelled_out(theirs, self.class_names)}")
         cursor: int | None = None
         for line, e in entries[1:]:
             kind = e.get("type")
@@ -481,3 +582,23 @@ class RelabelSession:
                         if (d := self._effective.get(i)) is None or d.round != self.round]
                 cursor = todo[0] if todo else 0
             self._position = cursor
+
+
+def _nfc(name: Any) -> Any:
+    return unicodedata.normalize("NFC", name) if isinstance(name, str) else name
+
+
+def _same_class_names(theirs: Any, ours: list[str]) -> bool:
+    """Same classes in the same order, comparing names in Unicode NFC form (composed "é" == "e" + accent)."""
+    return isinstance(theirs, list) and len(theirs) == len(ours) and all(
+        _nfc(a) == _nfc(b) for a, b in zip(theirs, ours))
+
+
+def _spelled_out(theirs: Any, ours: list[str]) -> str:
+    """The differing non-ASCII class names written with escapes: names can look alike and still differ."""
+    if not isinstance(theirs, list) or len(theirs) != len(ours):
+        return ""
+    diffs = [f"class {c}: {ascii(_nfc(a))} in the journal, {ascii(_nfc(b))} in this session"
+             for c, (a, b) in enumerate(zip(theirs, ours))
+             if _nfc(a) != _nfc(b) and not (str(a) + b).isascii()]
+    return f" ({'; '.join(diffs)})" if diffs else ""

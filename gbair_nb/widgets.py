@@ -1,5 +1,11 @@
 """Notebook views: a relabeling widget and an influence explorer (ipywidgets 8 core controls only).
 
+Everything that comes from data (texts, class names, ids, scores' labels) is passed through ``html.escape`` before
+it goes into an ``HTML`` widget, the one control whose value the browser renders as markup: a label such as
+``<img src=x onerror=...>`` in a user's CSV is shown, never run. Button descriptions and tooltips, ``Label`` values
+and ``Dropdown``/``ToggleButtons`` option labels are set as plain text by ipywidgets 8's front end, so they are
+left as they are.
+
 The views hold no decisions. :class:`RelabelWidget` shows the session's current flagged example and forwards clicks
 to a :class:`~gbair_nb.relabel.RelabelSession` (which journals them and owns the cursor); everything it shows is read
 back from the session. :class:`InfluenceExplorer` draws the numbers of a long influence table with
@@ -123,7 +129,7 @@ class RelabelWidget(_Displayable):
     def _act(self, decide: Callable[[int], Any], *, advance: bool) -> None:
         try:
             d = decide(self.session.current)
-            self.message.value = f"#{d.id}: {self._describe(d)}"
+            self.message.value = f"#{d.id}: {html.escape(self._describe(d))}"
             if advance:
                 self.session.next()
         except (ValueError, JournalError) as err:
@@ -135,7 +141,7 @@ class RelabelWidget(_Displayable):
             d = self.session.undo()
             if d.id in self.session.flagged:
                 self.session.goto(self.session.flagged.index(d.id))
-            self.message.value = f"undid #{d.id}: {self._describe(d)}"
+            self.message.value = f"undid #{d.id}: {html.escape(self._describe(d))}"
         except (ValueError, JournalError) as err:
             self.message.value = f"<span style='color:#b00'>{html.escape(str(err))}</span>"
         self.refresh(keep_message=True)
@@ -165,8 +171,8 @@ class RelabelWidget(_Displayable):
         row = self._rows.loc[i]
         label = s.label_of(i)
         d = s.decision(i)
-        self.header.value = (f"<b>Example {pos + 1} of {len(s.flagged)}</b> &nbsp;·&nbsp; id {i} &nbsp;·&nbsp; "
-                             f"score {float(row['score']):.4g}")
+        self.header.value = (f"<b>Example {pos + 1} of {len(s.flagged)}</b> &nbsp;·&nbsp; id {html.escape(str(i))} "
+                             f"&nbsp;·&nbsp; score {float(row['score']):.4g}")
         self.text.value = ("<div style='white-space:pre-wrap; border:1px solid #ccc; padding:6px; "
                            f"max-height:12em; overflow:auto'>{html.escape(str(row['text']))}</div>")
         given = int(row["label"])
@@ -391,8 +397,9 @@ class InfluenceExplorer(_Displayable):
             return
         r = self._tests.loc[t]
         mistake = r.test_label != r.test_pred
-        self.summary.value = (f"<b>#{t}</b> label: {html.escape(self._name(r.test_label))} · prediction: "
-                              f"{html.escape(self._name(r.test_pred))}{' <b>(mistake)</b>' if mistake else ''}"
+        self.summary.value = (f"<b>#{html.escape(str(t))}</b> label: {html.escape(self._name(r.test_label))} · "
+                              f"prediction: {html.escape(self._name(r.test_pred))}"
+                              f"{' <b>(mistake)</b>' if mistake else ''}"
                               f"<div style='white-space:pre-wrap'>{html.escape(str(r.test_text))}</div>")
         per_checkpoint = self.mode.value == "per_checkpoint" and not self.mode.disabled
         frame = influence_bars_frame(self.table, t, variant=self.variant.value, k=self.k,

@@ -81,7 +81,6 @@ def test_per_example_prompt_grads_are_exact(dtype):
 
 def test_train_influence_and_recovery_run_unchanged(small_sms):
     from gbair_nb.llm import llm_config
-    from gbair_nb.recovery import gbair, make_scenario
     from gbair_nb.train import evaluate, train
 
     config = llm_config(small_sms, backbone="tiny-llm", epochs=1, batch_size=16, max_length=16,
@@ -91,10 +90,30 @@ def test_train_influence_and_recovery_run_unchanged(small_sms):
     assert len(run.checkpoints) == 1 and evaluate(run, small_sms).probs.shape == (64, 2)
     si = self_influence(run.model, run.tokenizer, run.checkpoints, small_sms, max_length=16, verbose=False)
     assert si.shape == (64,) and np.isfinite(si).all()
-    scenario = make_scenario(small_sms.subset(np.arange(48)), mode="class_conditional", p=0.5, n_train=24,
-                             n_val=12, n_test=12, seed=0)
-    rec = gbair(scenario, scorer="gbair", k=2, rounds=1, config=config, verbose=False)
-    assert len(rec.summary()["rounds"]) >= 1
+
+
+def test_gbair_round_on_the_decoder_flags_the_loop_gradient_ranking(small_sms):
+    """The decoder's G-BAIR round flags the top k of an independent ranking from loop prompt gradients (two
+    checkpoints, lr-weighted, summed over the validation mistakes under their true labels, negated)."""
+    from gbair_reference import assert_top_k, loop_gbair_scores
+
+    from gbair_nb.llm import llm_config
+    from gbair_nb.recovery import SCORERS, ScoreContext, gbair, make_scenario
+    from gbair_nb.train import train
+
+    config = llm_config(small_sms, backbone="tiny-llm", epochs=2, batch_size=8, max_length=16, lr=5e-2,
+                        method_options={"num_virtual_tokens": 2})
+    sc = make_scenario(small_sms.subset(np.arange(48)), mode="class_conditional", p=0.5, n_train=24, n_val=12,
+                       n_test=12, seed=0)
+    run0 = train(sc.train, config=config, verbose=False)
+    assert len(run0.checkpoints) == 2 and run0.checkpoints[0].lrs != run0.checkpoints[1].lrs
+    scores, M = loop_gbair_scores(run0, sc.train, sc.splits.val)
+    assert 0 < len(M) < len(sc.splits.val)
+    ours = SCORERS["gbair"](ScoreContext(run0, sc.train, sc.splits.val, config))
+    np.testing.assert_allclose(ours, scores, rtol=0, atol=1e-5 * np.abs(scores).max())
+    rec = gbair(sc, k=3, rounds=1, config=config, round0=run0, clean=False, patience=5, verbose=False)
+    assert rec.rounds[0].n_val_mistakes == len(M) and len(rec.rounds) == 2
+    assert_top_k(rec.rounds[1].flagged_ids, scores, sc.splits.train.ids, 3)
 
 
 def test_task_options_fall_back_to_class_names(small_sms):

@@ -10,8 +10,9 @@ import torch
 
 from gbair_nb.influence import fast_path_available, per_example_grads
 from gbair_nb.pet import METHODS, count_trainable, head_names, make_model, trainable_names
-from gbair_nb.recovery import gbair, make_scenario
-from gbair_nb.train import TrainConfig
+from gbair_nb.recovery import SCORERS, ScoreContext, gbair, make_scenario
+from gbair_nb.train import TrainConfig, train
+from gbair_reference import assert_top_k, loop_gbair_scores
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -101,9 +102,20 @@ def toy_scenario():
     ("full", {}, None),
     ("gift", {"r": 4}, {"keep_ratio": 0.5, "interval": 2}),
 ])
-def test_one_round_of_gbair_with_each_method(toy_scenario, method, options, gmt):
-    config = TrainConfig(method=method, backbone="tiny", epochs=1, batch_size=16, lr=1e-2, max_length=24,
-                         method_options=options, gmt=gmt)
-    rec = gbair(toy_scenario, rounds=1, k=5, config=config, clean=False, patience=5, verbose=False)
-    assert rec.rounds[0].n_val_mistakes > 0  # so G-BAIR had mistakes to trace
-    assert len(rec.rounds) == 2 and len(rec.rounds[1].flagged_ids) == 5
+def test_one_round_of_gbair_with_each_method_flags_the_loop_gradient_ranking(toy_scenario, method, options, gmt):
+    """G-BAIR's scores and flagged ids against an independent ranking: loop per-example gradients at each
+    checkpoint, each parameter weighted by its own learning rate, summed over the validation mistakes under their
+    true labels, negated. Two checkpoints; the PET parameters' rate differs from the head's."""
+    config = TrainConfig(method=method, backbone="tiny", epochs=2, batch_size=16, lr=1e-2, lr_head=3e-3,
+                         max_length=24, method_options=options, gmt=gmt)
+    sc = toy_scenario
+    run0 = train(sc.train, config=config, verbose=False)
+    assert len(run0.checkpoints) == 2 and run0.checkpoints[0].lrs != run0.checkpoints[1].lrs
+    assert len(set(run0.checkpoints[0].lrs.values())) == (1 if method == "head_only" else 2)
+    scores, M = loop_gbair_scores(run0, sc.train, sc.splits.val)
+    assert 0 < len(M) < len(sc.splits.val)  # so G-BAIR had mistakes to trace
+    ours = SCORERS["gbair"](ScoreContext(run0, sc.train, sc.splits.val, config))
+    np.testing.assert_allclose(ours, scores, rtol=0, atol=1e-5 * np.abs(scores).max())
+    rec = gbair(sc, rounds=1, k=5, config=config, round0=run0, clean=False, patience=5, verbose=False)
+    assert rec.rounds[0].n_val_mistakes == len(M) and len(rec.rounds) == 2
+    assert_top_k(rec.rounds[1].flagged_ids, scores, sc.splits.train.ids, 5)

@@ -8,12 +8,17 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
+import gbair_nb.relabel as relabel
 from gbair_nb.relabel import JournalError, RelabelSession
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,3 +313,227 @@ def test_kill_mid_way_keeps_every_acknowledged_decision(tmp_path):
     done = len(s.decisions())
     assert 40 <= done < 5000
     assert len(journal_lines(path)) == done + 1  # the file is clean again after recovery
+
+
+# ---------------------------------------------------------------------------------------------- two writers
+def lock_path(path: Path) -> Path:
+    """The advisory lock file every session takes around its reads and writes of ``path``."""
+    return path.with_name(path.name + ".lock")
+
+
+def test_racing_appends_only_one_is_saved(tmp_path, monkeypatch):
+    """A checks the size, B appends in that moment, A appends: before, both were told "saved" and the journal
+    could no longer be opened. Now B waits for A's lock, finds the file changed and refuses; A's line is whole."""
+    ds = tiny()
+    path = tmp_path / "j.jsonl"
+    a = RelabelSession.from_dataset(ds, path)
+    b = RelabelSession.from_dataset(ds, path)
+    b_result: list = []
+
+    def b_decides() -> None:
+        try:
+            b_result.append(b.relabel(1000, 2))
+        except JournalError as err:
+            b_result.append(err)
+
+    real_stat = Path.stat
+    fired = []
+
+    def stat_then_let_b_in(self, *args, **kwargs):
+        st = real_stat(self, *args, **kwargs)
+        if self == path and not fired and threading.current_thread() is threading.main_thread():
+            fired.append(st.st_size)  # A has just read the size: B tries to append now
+            t = threading.Thread(target=b_decides)
+            t.start()
+            t.join(timeout=1.0)  # B finishes at once when nothing stops it; with the lock it waits for A
+            fired.append(t)
+        return st
+
+    monkeypatch.setattr(Path, "stat", stat_then_let_b_in)
+    a_decision = a.relabel(1000, 1)
+    fired[1].join(timeout=30)
+    monkeypatch.undo()
+    assert fired, "the size check was not reached"
+    assert a_decision.new_label == 1
+    assert len(b_result) == 1 and isinstance(b_result[0], JournalError), b_result
+    assert "changed by someone else" in str(b_result[0])
+    again = RelabelSession.from_dataset(ds, path)
+    assert again.label_of(1000) == 1
+    assert [(e["id"], e["new_label"]) for e in journal_lines(path)[1:]] == [(1000, 1)]
+
+
+def test_open_waits_for_a_line_being_written(tmp_path):
+    """A session opened while another process holds the lock mid-line must wait, not cut the line off as torn."""
+    ds = tiny()
+    path = tmp_path / "j.jsonl"
+    RelabelSession.from_dataset(ds, path).relabel(1000, 2)
+    line = (json.dumps({"type": "decision", "time": "2024-01-01T00:00:00.000+00:00", "id": 1010, "old_label": 1,
+                        "new_label": 0, "action": "relabel", "source": "human", "round": 0}) + "\n").encode()
+    half_written, opened = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with FileLock(str(lock_path(path))):
+            with open(path, "ab") as f:
+                f.write(line[:20])
+                f.flush()
+                half_written.set()
+                opened.wait(timeout=1.0)  # the opener finishes at once unless the lock holds it back
+                f.write(line[20:])
+                f.flush()
+                os.fsync(f.fileno())
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert half_written.wait(timeout=30)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no "cut off" repair may happen
+            s = RelabelSession.from_dataset(ds, path)
+    finally:
+        opened.set()
+        t.join(timeout=30)
+    assert s.label_of(1000) == 2 and s.label_of(1010) == 0
+    assert RelabelSession.from_dataset(ds, path).label_of(1010) == 0
+
+
+def test_second_creator_replays_the_first_ones_journal(tmp_path, monkeypatch):
+    """Two sessions creating one new journal: the one that loses the exclusive create reads the winner's file."""
+    ds = tiny()
+    winner = tmp_path / "winner.jsonl"
+    RelabelSession.from_dataset(ds, winner).relabel(1000, 2)
+    real_open = os.open
+
+    def created_first_by_someone_else(path: Path):
+        def open_(file, flags, *args, **kwargs):
+            if Path(file) == path and flags & os.O_EXCL and not path.exists():
+                path.write_bytes(winner.read_bytes())  # the other creator got there in between
+            return real_open(file, flags, *args, **kwargs)
+        return open_
+
+    path = tmp_path / "j.jsonl"
+    monkeypatch.setattr(os, "open", created_first_by_someone_else(path))
+    s = RelabelSession.from_dataset(ds, path)
+    monkeypatch.undo()
+    assert s.label_of(1000) == 2  # the winner's decision survives
+    s.relabel(1010, 0)
+    assert [e["id"] for e in journal_lines(path)[1:]] == [1000, 1010]
+    # a loser whose header differs is refused and leaves the winner's file alone
+    other = tmp_path / "k.jsonl"
+    monkeypatch.setattr(os, "open", created_first_by_someone_else(other))
+    with pytest.raises(JournalError, match="belongs to another dataset"):
+        RelabelSession.from_dataset(tiny(tag="b"), other)
+    monkeypatch.undo()
+    assert other.read_bytes() == winner.read_bytes()
+
+
+def test_a_lock_held_too_long_is_a_clear_error_and_a_left_lock_file_is_not(tmp_path, monkeypatch):
+    ds = tiny()
+    path = tmp_path / "j.jsonl"
+    RelabelSession.from_dataset(ds, path).relabel(1000, 2)
+    assert lock_path(path).exists()  # stays behind, by design: only a held lock stops anyone
+    assert RelabelSession.from_dataset(ds, path).label_of(1000) == 2
+    monkeypatch.setattr(relabel, "LOCK_TIMEOUT_S", 0.2)
+    with FileLock(str(lock_path(path))):  # a stuck process holding it
+        with pytest.raises(JournalError, match=r"locked by another session for 0.2 s \(lock file .*j\.jsonl\.lock\)"):
+            RelabelSession.from_dataset(ds, path)
+
+
+def test_failed_append_leaves_nothing_behind(tmp_path, monkeypatch):
+    """A write that fails half-way (disk full, an interrupt) is cut off again: not saved, session still usable."""
+    ds = tiny()
+    path = tmp_path / "j.jsonl"
+    s = RelabelSession.from_dataset(ds, path)
+    s.relabel(1000, 2)
+    before = path.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        s.relabel(1010, 0)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and s.label_of(1010) == 1
+    s.relabel(1010, 2)  # the session is not stale: its failed decision never reached the file
+    assert [(e["id"], e["new_label"]) for e in journal_lines(path)[1:]] == [(1000, 2), (1010, 2)]
+
+
+# ---------------------------------------------------------------------------------------------- smaller cases
+@pytest.mark.parametrize("edit", ["trailing", "middle", "spaces"])
+def test_blank_lines_are_accepted(tmp_path, edit):
+    ds = tiny()
+    path = tmp_path / "j.jsonl"
+    s = RelabelSession.from_dataset(ds, path)
+    s.relabel(1000, 2)
+    s.remove(1010)
+    lines = path.read_text().splitlines(keepends=True)
+    if edit == "trailing":
+        lines.append("\n")
+    elif edit == "middle":
+        lines.insert(2, "\n")
+    else:
+        lines.insert(1, "   \n")
+        lines.append(" \n\n")
+    path.write_text("".join(lines))
+    again = RelabelSession.from_dataset(ds, path)
+    assert again.label_of(1000) == 2 and list(again.removed()) == [1010]
+    again.relabel(1020, 0)
+    again.undo()  # the undo names the right (physical) line
+    again.relabel(1030, 2)
+    third = RelabelSession.from_dataset(ds, path)
+    assert third.label_of(1020) == 2 and third.label_of(1030) == 2
+    undo = [e for e in journal_lines_nonblank(path) if e["type"] == "undo"][0]
+    decided = path.read_text().splitlines()[undo["undoes"] - 1]
+    assert json.loads(decided)["id"] == 1020
+
+
+def journal_lines_nonblank(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_class_names_differing_only_in_unicode_normalisation_are_the_same(tmp_path):
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    assert nfc != nfd
+    ids, labels = np.arange(4), np.array([0, 1, 0, 1])
+    path = tmp_path / "j.jsonl"
+    RelabelSession(ids, labels, ["tea", nfd], path, fingerprint="fp").relabel(0, 1)
+    s = RelabelSession(ids, labels, ["tea", nfc], path, fingerprint="fp")  # the same CSV, saved by another tool
+    assert s.label_of(0) == 1
+    s.relabel(1, 0)
+    assert RelabelSession(ids, labels, ["tea", nfd], path, fingerprint="fp").label_of(1) == 0
+    # names that only look alike (Cyrillic "а" for Latin "a") are still refused, and the message spells them out
+    with pytest.raises(JournalError, match=r"class 0: 'tea' in the journal, 'te\\u0430' in this session"):
+        RelabelSession(ids, labels, ["te\u0430", nfc], path, fingerprint="fp")
+    with pytest.raises(JournalError) as err:
+        RelabelSession(ids, labels, ["tea", "cafe"], path, fingerprint="fp")
+    message = unicodedata.normalize("NFC", str(err.value))
+    assert "classes ['tea', 'café'] and n=4, but this session has classes ['tea', 'cafe']" in message
+    assert "class 1: 'caf\\xe9' in the journal, 'cafe' in this session" in message
+
+
+def test_unwritable_class_name_leaves_no_file(tmp_path):
+    path = tmp_path / "new" / "j.jsonl"
+    with pytest.raises(ValueError, match=r"class name '\\ud800' \(class 1\) cannot be written"):
+        RelabelSession(np.arange(3), np.zeros(3, dtype=np.int64), ["ok", "\ud800"], path, fingerprint="fp")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match="fingerprint"):
+        RelabelSession(np.arange(3), np.zeros(3, dtype=np.int64), ["ok"], tmp_path / "k.jsonl",
+                       fingerprint="\udcff")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_undo_only_undoes_decisions_of_the_sessions_own_round(tmp_path):
+    ds = tiny()
+    path = tmp_path / "j.jsonl"
+    r0 = RelabelSession.from_dataset(ds, path, round=0)
+    r0.relabel(1000, 2)
+    r1 = RelabelSession.from_dataset(ds, path, round=1)
+    with pytest.raises(ValueError, match=r"round 0.*this session is round 1.*id 1000"):
+        r1.undo()
+    assert r1.label_of(1000) == 2 and len(journal_lines(path)) == 2  # nothing written
+    r1.relabel(1000, 0)  # changing an earlier round's decision: a new decision in this round
+    assert r1.undo().round == 1 and r1.label_of(1000) == 2
+    with pytest.raises(ValueError, match="round 0"):
+        r1.undo()
+    r0_again = RelabelSession.from_dataset(ds, path, round=0)
+    assert r0_again.undo().id == 1000 and r0_again.label_of(1000) == 0  # its own round: allowed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import matplotlib
@@ -200,3 +201,55 @@ def test_explorer_custom_plot_fn_and_no_checkpoints():
     assert e.mode.disabled and len(calls) == 1 and calls[0]["train_id"].nunique() == 4
     e.example.value = 1
     assert len(calls) == 2 and e.frame is calls[-1]
+
+
+# ---------------------------------------------------------------------------------------------- markup from data
+EVIL = ["<img src=x onerror=alert(1)>", "<script>alert(2)</script>"]
+
+
+def html_values(widget) -> list[str]:
+    """The value of every HTML widget under ``widget``: the only controls whose value the browser renders as
+    markup (Label, Button descriptions and tooltips, Dropdown and ToggleButtons labels are shown as plain text)."""
+    import ipywidgets as W
+
+    values = [widget.value] if isinstance(widget, (W.HTML, W.HTMLMath)) else []
+    for child in getattr(widget, "children", ()):
+        values += html_values(child)
+    return values
+
+
+def assert_no_markup_from_data(view) -> None:
+    values = html_values(view)
+    for value in values:
+        assert "<img" not in value and "<script" not in value, value
+    shown = "".join(values)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in shown and "&lt;script&gt;alert(2)&lt;/script&gt;" in shown
+
+
+def test_relabel_widget_escapes_class_names_and_texts(tmp_path):
+    session = RelabelSession(IDS, LABELS, EVIL, tmp_path / "j.jsonl", flagged=FLAGGED, fingerprint="fp")
+    flagged = flagged_frame().assign(text=[f"{EVIL[0]} and {EVIL[1]}"] * len(FLAGGED))
+    influenced = {i: pd.DataFrame({"text": EVIL, "label": [0, 1], "pred": [1, 0], "score": [0.5, 0.25]})
+                  for i in FLAGGED}
+    w = RelabelWidget(session, flagged, influenced=influenced)
+    assert_no_markup_from_data(w.view)
+    w.class_buttons[0].click()  # 107 relabeled: the message names both classes
+    assert w.message.value == f"#107: relabel {html.escape(EVIL[1])} → {html.escape(EVIL[0])} (human, round 0)"
+    for button in (w.keep_button, w.remove_button, w.undo_button, w.prev_button, w.class_buttons[1]):
+        button.click()
+        assert_no_markup_from_data(w.view)
+    # plain-text controls keep the name as it is (escaping them would show "&lt;" to the reader)
+    assert [b.description for b in w.class_buttons] == [f"→ {n}" for n in EVIL]
+
+
+def test_influence_explorer_escapes_ids_class_names_and_texts():
+    table = influence_table()
+    table["test_id"] = table["test_id"].map({0: "a<script>alert(2)</script>", 1: EVIL[0], 2: "c"})
+    table["test_text"] = f"{EVIL[0]} {EVIL[1]}"
+    table["train_text"] = EVIL[1]
+    e = InfluenceExplorer(table, class_names=EVIL, k=2)
+    assert_no_markup_from_data(e.view)
+    for t in ["a<script>alert(2)</script>", EVIL[0], "c"]:
+        e.example.value = t
+        assert_no_markup_from_data(e.view)
+    assert e.example.options[1][0].startswith(f"#{EVIL[0]} [")  # a Dropdown label: plain text, not escaped

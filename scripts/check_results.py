@@ -1,0 +1,253 @@
+"""Check that the result tables in README.md and docs/benchmarks.md equal what benchmarks/results/ holds.
+
+Every table whose numbers come from a results file sits between two markers in the Markdown:
+
+    <!-- results: recovery-table sms_spam -->
+    | scorer | final test macro-F1 | … |
+    …
+    <!-- /results -->
+
+The opening marker names a kind and its arguments; one function per kind (``KINDS``) regenerates the text between
+the markers from the JSON files, with the rounding the table prints. The check compares and prints a unified diff
+for every block that differs; ``--write`` regenerates the blocks in place (run it when new results land, then read
+the diff before committing).
+
+    python scripts/check_results.py                      # README.md and docs/benchmarks.md; exit 1 on a mismatch
+    python scripts/check_results.py --write              # regenerate the tables from benchmarks/results/
+    python scripts/check_results.py README.md --results DIR
+
+Kinds:
+    recovery-table SCENARIO      README's table for a recovery scenario (mean ± sd over seeds, 2 decimals)
+    recovery-summary SCENARIO    the scenario's section of ``benchmarks/bench_recovery.py --summary-only``
+    methods FILE [FILE …]        the PET-methods table; a later file fills the columns an earlier one left empty
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_FILES = ("README.md", "docs/benchmarks.md")
+OPEN = re.compile(r"^<!-- results: (?P<spec>[^>]*?) -->$")
+CLOSE = "<!-- /results -->"
+
+
+class CheckError(Exception):
+    """A marker or a results file is unusable: the message says which and what would be right."""
+
+
+# --------------------------------------------------------------------------------------------- recovery tables
+def _load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckError(f"cannot read results file {path}: {e}") from None
+
+
+def _reports(results: Path, scenario: str) -> list[dict]:
+    """The saved reports of one recovery scenario, one per seed, in seed order."""
+    files = sorted((results / "recovery").glob(f"{scenario}__*.json"))
+    if not files:
+        raise CheckError(f"no results for scenario {scenario!r} in {results / 'recovery'}")
+    reps = [_load(f) for f in files]
+    return sorted(reps, key=lambda r: r["seed"])
+
+
+def _mean_sd(values, digits: int, *, count: bool = False) -> str:
+    """'m ± sd' (sd with ddof 1) over the values that exist; one value: 'm'; none: '–'. A count that is the same
+    in every seed prints as an integer."""
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return "–"
+    if count and np.all(v == v[0]) and v[0] == int(v[0]):
+        return str(int(v[0]))
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+
+
+ORDER = ("gbair", "loss", "self_influence", "random")  # README rows: the method first, then the baselines
+NAMES = {"gbair": "**gbair**", "self_influence": "self-influence"}
+
+
+def recovery_table(results: Path, scenario: str) -> str:
+    """README's recovery table: per scorer, mean ± sd over seeds of the kept round's test macro-F1, the recovered
+    fraction, round-1 and round-2 flagged precision, round-1 AUROC, and wrong labels left in the kept round."""
+    reps = _reports(results, scenario)
+    scorers = list(reps[0]["scorers"])
+    scorers = [s for s in ORDER if s in scorers] + [s for s in scorers if s not in ORDER]
+    header = ["scorer", "final test macro-F1", "recovered (F1)", "round-1 flagged precision", "round-2 precision",
+              "round-1 AUROC", "wrong labels left"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for s in scorers:
+        res = [r["scorers"][s] for r in reps if s in r["scorers"]]
+        kept = [next(x for x in q["rounds"] if x["round"] == q["final_round"]) for q in res]
+
+        def at(q, i, key):
+            return q["rounds"][i].get(key) if len(q["rounds"]) > i else None
+
+        recovered = _mean_sd([q["recovered_fraction"]["test_macro_f1"] for q in res], 2)
+        if all(q["final_round"] == 0 and len(q["rounds"]) > 1 for q in res):
+            recovered += " (rolled back)"
+        cells = [NAMES.get(s, s), _mean_sd([k["test_macro_f1"] for k in kept], 2), recovered,
+                 _mean_sd([at(q, 1, "flagged_precision") for q in res], 2),
+                 _mean_sd([at(q, 2, "flagged_precision") for q in res], 2),
+                 _mean_sd([(q["rounds"][0].get("detection") or {}).get("auroc") for q in res], 2),
+                 _mean_sd([k["wrong_labels_remaining"] for k in kept], 1, count=True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _bench_recovery():
+    spec = importlib.util.spec_from_file_location("bench_recovery", ROOT / "benchmarks" / "bench_recovery.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def recovery_summary(results: Path, scenario: str) -> str:
+    """The scenario's section of what ``bench_recovery.py --summary-only`` prints (heading, references, table)."""
+    _reports(results, scenario)  # a clear error when there is nothing
+    text = _bench_recovery().summary(results / "recovery")
+    sections = {s.split(":", 1)[0]: "### " + s.strip() for s in text.split("\n### ")[1:]}
+    if scenario not in sections:
+        raise CheckError(f"bench_recovery's summary has no section for {scenario!r}; it has {sorted(sections)}")
+    return sections[scenario]
+
+
+# ---------------------------------------------------------------------------------------------- PET methods
+METHOD_LABELS = {  # row order and label of each bench_methods.py setting
+    "head_only": "head_only",
+    "prompt_tuning": "prompt_tuning (20 tokens)",
+    "lora": "lora (q+v, r=8)",
+    "gift": "gift (q+v, r=8, one pair per type)",
+    "gmt_lora_0.2": "GMT on LoRA, keep 20%",
+    "full": "full fine-tuning",
+    "gmt_full_0.05": "GMT on full, keep 5%",
+    "gmt_full_0.2": "GMT on full, keep 20%",
+    "gmt_full_0.2_random": "GMT on full, random 20% mask (control)",
+}
+METHOD_COLUMNS = [  # (header, JSON key, format)
+    ("trainable params", "trainable_params", "{:,}"), ("s/epoch", "s_per_epoch", "{:.1f}"),
+    ("test acc", "test_accuracy", "{:.3f}"), ("test macro-F1", "test_macro_f1", "{:.3f}"),
+    ("corrupted F1", "corrupted_f1", "{:.3f}"), ("round-1 F1", "round1_f1", "{:.3f}"),
+    ("flagged precision", "flagged_precision", "{:.2f}"), ("recovered", "recovered", "{:.2f}"),
+    ("G-BAIR s", "gbair_s", "{:.0f}"),
+]
+
+
+def methods_table(results: Path, *files: str) -> str:
+    """The PET-methods table from ``bench_methods.py --json`` files: rows of the first file, in ``METHOD_LABELS``
+    order; a value the first file lacks (None) is taken from the next file that has it (e.g. ``--gbair-full``)."""
+    if not files:
+        raise CheckError("the methods kind needs at least one results file, e.g. methods_seed0.json")
+    tables = []
+    for name in files:
+        tables.append({row["method"]: row for row in _load(results / name)})
+    rows = dict(tables[0])
+    for extra in tables[1:]:
+        for method, row in extra.items():
+            if method in rows:
+                rows[method] = {k: (v if v is not None else row.get(k)) for k, v in rows[method].items()}
+    unknown = [m for m in rows if m not in METHOD_LABELS]
+    lines = ["| method | " + " | ".join(h for h, _, _ in METHOD_COLUMNS) + " |",
+             "|---|" + "---:|" * len(METHOD_COLUMNS)]
+    for method in [m for m in METHOD_LABELS if m in rows] + unknown:
+        row = rows[method]
+        cells = [METHOD_LABELS.get(method, method)] + [
+            fmt.format(row[key]) if row.get(key) is not None else "" for _, key, fmt in METHOD_COLUMNS]
+        lines.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
+    return "\n".join(lines)
+
+
+KINDS: dict[str, Callable[..., str]] = {
+    "recovery-table": recovery_table,
+    "recovery-summary": recovery_summary,
+    "methods": methods_table,
+}
+
+
+# ------------------------------------------------------------------------------------------------ the check
+def blocks(text: str, where: str) -> list[tuple[int, int, str]]:
+    """(first line, end line, spec) of every marked block: lines[first:end] is the generated text."""
+    lines = text.split("\n")
+    out, i = [], 0
+    while i < len(lines):
+        m = OPEN.match(lines[i].strip())
+        if m:
+            try:
+                end = next(j for j in range(i + 1, len(lines))
+                           if lines[j].strip() == CLOSE or OPEN.match(lines[j].strip()))
+            except StopIteration:
+                raise CheckError(f"{where}:{i + 1}: '{lines[i].strip()}' has no closing '{CLOSE}'") from None
+            if lines[end].strip() != CLOSE:
+                raise CheckError(f"{where}:{i + 1}: '{lines[i].strip()}' is not closed before the next marker "
+                                 f"(line {end + 1}); add '{CLOSE}' after its table")
+            out.append((i + 1, end, m.group("spec").strip()))
+            i = end
+        i += 1
+    return out
+
+
+def generate(spec: str, results: Path, where: str) -> str:
+    kind, *args = spec.split()
+    if kind not in KINDS:
+        raise CheckError(f"{where}: unknown results kind {kind!r}; use one of {', '.join(KINDS)}")
+    return KINDS[kind](results, *args)
+
+
+def check_file(path: Path, results: Path, *, write: bool) -> tuple[int, list[str]]:
+    """(number of blocks, diffs) for one Markdown file; with ``write`` the file is rewritten when a block differs."""
+    text = path.read_text()
+    found = blocks(text, str(path))
+    if not found:
+        raise CheckError(f"{path} has no '<!-- results: … -->' block: mark its result tables (see --help)")
+    lines = text.split("\n")
+    diffs, new = [], list(lines)
+    for first, end, spec in reversed(found):  # from the bottom, so earlier line numbers stay valid
+        want = generate(spec, results, f"{path}:{first}").split("\n")
+        have = lines[first:end]
+        if have != want:
+            diffs.append("\n".join(difflib.unified_diff(have, want, f"{path}:{first + 1} ({spec})",
+                                                        f"from {results}", lineterm="")))
+            new[first:end] = want
+    if write and diffs:
+        path.write_text("\n".join(new))
+    return len(found), diffs[::-1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", nargs="*", type=Path, help=f"Markdown files (default: {', '.join(DEFAULT_FILES)})")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--write", action="store_true", help="regenerate the marked tables in place")
+    args = ap.parse_args(argv)
+    files = args.files or [ROOT / f for f in DEFAULT_FILES]
+    failed = False
+    try:
+        for path in files:
+            if not path.exists():
+                raise CheckError(f"{path} does not exist")
+            n, diffs = check_file(path, args.results, write=args.write)
+            for d in diffs:
+                print(d)
+            if diffs:
+                print(f"{path}: {len(diffs)} of {n} result tables differ from {args.results}"
+                      + (" (rewritten)" if args.write else ""))
+            else:
+                print(f"{path}: {n} result tables match {args.results}")
+            failed |= bool(diffs) and not args.write
+    except CheckError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

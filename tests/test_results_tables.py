@@ -1,0 +1,84 @@
+"""scripts/check_results.py: the README's and docs' result tables equal what benchmarks/results/ holds, and a number
+edited by hand (or a results file that changed) makes the check fail."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "check_results.py"
+
+
+def check(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_readme_and_docs_tables_match_the_results():
+    r = check()
+    assert r.returncode == 0, r.stdout + r.stderr
+    # every table the check covers: README's two recovery tables; the docs' two summaries and the PET table
+    assert "README.md: 2 result tables match" in r.stdout
+    assert "benchmarks.md: 3 result tables match" in r.stdout
+
+
+def _edit_one_digit(path: Path, line_start: str, old: str, new: str) -> None:
+    lines = path.read_text().split("\n")
+    i = next(i for i, line in enumerate(lines) if line.startswith(line_start))
+    assert old in lines[i]
+    lines[i] = lines[i].replace(old, new, 1)
+    path.write_text("\n".join(lines))
+
+
+@pytest.mark.parametrize("name,line_start,old,new", [
+    ("README.md", "| **gbair** | 0.94", "0.94 ± 0.16", "0.95 ± 0.16"),  # SMS: recovered fraction
+    ("docs/benchmarks.md", "| lora (q+v, r=8) | 74,498 | 13.9", "| 0.75 |", "| 0.76 |"),  # PET: recovered
+    ("docs/benchmarks.md", "| gbair | 0.779", "74.667", "74.677"),  # tweets summary: wrong labels left
+])
+def test_a_number_edited_by_hand_fails_the_check_and_write_restores_it(tmp_path, name, line_start, old, new):
+    original = (ROOT / name).read_text()
+    copy = tmp_path / Path(name).name
+    copy.write_text(original)
+    _edit_one_digit(copy, line_start, old, new)
+    r = check(copy)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"-{line_start}" in r.stdout and new in r.stdout  # the diff shows the edited line
+    assert "1 of" in r.stdout and "differ" in r.stdout
+    r = check("--write", copy)
+    assert r.returncode == 0 and copy.read_text() == original
+    assert check(copy).returncode == 0
+
+
+def test_changed_evidence_fails_the_check(tmp_path):
+    """The tie goes both ways: a results file that changes makes the unchanged table wrong."""
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "benchmarks" / "results", results)
+    f = next((results / "recovery").glob("sms_spam__*seed1.json"))
+    rep = json.loads(f.read_text())
+    rep["scorers"]["gbair"]["recovered_fraction"]["test_macro_f1"] += 0.3
+    f.write_text(json.dumps(rep))
+    r = check(ROOT / "README.md", "--results", results)
+    assert r.returncode == 1 and "recovery-table sms_spam" in r.stdout
+    assert "recovery-table tweets_binary" not in r.stdout  # only the table built from that file
+
+
+def test_bad_markers_are_one_line_errors(tmp_path):
+    md = tmp_path / "x.md"
+    md.write_text("# nothing marked\n")
+    r = check(md)
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "no '<!-- results" in r.stderr
+    md.write_text("<!-- results: recovery-tabel sms_spam -->\n| a |\n<!-- /results -->\n")
+    r = check(md)
+    assert r.returncode == 2 and "unknown results kind 'recovery-tabel'" in r.stderr
+    md.write_text("<!-- results: recovery-table sms_spam -->\n| a |\n")
+    r = check(md)
+    assert r.returncode == 2 and "no closing" in r.stderr
+    md.write_text("<!-- results: recovery-table no_such_scenario -->\n<!-- /results -->\n")
+    r = check(md)
+    assert r.returncode == 2 and "no results for scenario 'no_such_scenario'" in r.stderr
+    assert "Traceback" not in r.stderr
