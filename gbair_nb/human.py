@@ -281,7 +281,8 @@ class HumanRounds:
             return self.fixer.session
         positions, current = self.state.current()
         self.ctx = ctx = ScoreContext(self.run, current, self.scenario.splits.val, self.config,
-                                      seed=self.seed + self.round - 1, options=self.options, compute=self.compute)
+                                      seed=self.seed + self.round - 1, options=self.options, round=self.round,
+                                      compute=self.compute)
         scores = np.asarray(self.score_fn(ctx), dtype=np.float64)
         if self.rerank_with_verdicts and self.state.verdicts:  # what you decided so far sharpens the next batch
             scores = rerank(ctx, scores, *self.state.verdict_examples())

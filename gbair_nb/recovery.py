@@ -109,6 +109,7 @@ class ScoreContext:
     config: TrainConfig
     seed: int = 0
     options: dict = field(default_factory=dict)
+    round: int = 1  # the round whose retraining uses the examples these scores flag (1 = the first fixes)
     compute: Compute = LOCAL
     cache: dict = field(default_factory=dict, repr=False)
 
@@ -436,7 +437,7 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
         stop = rule.decide(state.records)
         if stop is None:  # score the examples still in training, flag the top k not yet reviewed, fix them
             ctx = ScoreContext(run, current, val, config, seed=seed + rec.round, options=options,
-                               compute=compute)
+                               round=state.round, compute=compute)
             scores = np.asarray(score_fn(ctx), dtype=np.float64)
             if rerank_with_verdicts and state.verdicts:
                 scores = rerank(ctx, scores, *state.verdict_examples())
