@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .data import TextDataset
-from .metrics import detection_metrics, recovered_fraction
+from .metrics import calibrated_macro_f1, detection_metrics, recovered_fraction
 
 __all__ = ["RoundRecord", "Recovery", "LoopState", "StoppingRule", "Compute", "LOCAL", "round_metrics", "Fix",
            "Decisions"]
@@ -73,6 +73,7 @@ class RoundRecord:
     test_accuracy: float
     test_macro_f1: float
     n_val_mistakes: int
+    test_macro_f1_calibrated: float = float("nan")  # with the threshold fit on validation (binary; no relabeling)
     flagged_ids: list = field(default_factory=list)  # the examples whose fixes this round retrained with
     flagged_precision: float | None = None  # fraction of flagged examples whose label was wrong (from the truth)
     estimated_precision: float | None = None  # the same, estimated without the truth (trusted probe), if asked
@@ -89,7 +90,8 @@ def round_metrics(run, val: TextDataset, test: TextDataset) -> dict:
 
     v, t = evaluate(run, val), evaluate(run, test)
     return {"val_accuracy": v.accuracy, "val_macro_f1": v.macro_f1, "test_accuracy": t.accuracy,
-            "test_macro_f1": t.macro_f1, "n_val_mistakes": int((v.preds != val.labels).sum())}
+            "test_macro_f1": t.macro_f1, "n_val_mistakes": int((v.preds != val.labels).sum()),
+            "test_macro_f1_calibrated": calibrated_macro_f1(v.probs, val.labels, t.probs, test.labels)}
 
 
 @dataclass
