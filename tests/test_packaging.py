@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 import subprocess
 import sys
 import tomllib
@@ -135,8 +134,9 @@ def test_notebook_is_committed_without_outputs(path):
     nb = json.loads(path.read_text())
     dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
              and (c.get("outputs") or c.get("execution_count") is not None)]
-    assert not dirty, (f"{path.name}: cells {dirty} have outputs or execution counts; clear them before committing "
-                       "(JupyterLab: Edit ▸ Clear Outputs of All Cells; or jupyter nbconvert --clear-output --inplace)")
+    assert not dirty, (f"{path.name}: cells {dirty} have outputs or execution counts; clear them before "
+                       "committing (JupyterLab: Edit ▸ Clear Outputs of All Cells; or "
+                       "jupyter nbconvert --clear-output --inplace)")
     assert "widgets" not in nb.get("metadata", {}), f"{path.name}: saved widget state in the notebook's metadata"
 
 
