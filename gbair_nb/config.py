@@ -1,11 +1,15 @@
-"""Quick mode, device choice, seeding and offline setup — the few global switches the toolkit has.
+"""Quick mode, device choice, seeding and an optional process setup — the few global switches the toolkit has.
 
-Nothing here runs at import time. Notebooks and the CLI call :func:`setup` once.
+Nothing here runs at import time, and nothing in the toolkit changes the process on its own: the built-in model and
+data are read from installed packages with ``local_files_only=True``, so no environment variable is needed for that.
+Notebooks and the CLI call :func:`setup` once; it changes only what it is asked to.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from typing import Iterator
 
 import numpy as np
 
@@ -39,16 +43,23 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup(*, quick: bool | None = None, threads: int | None = None, quiet: bool = True) -> dict:
-    """Prepare the process for offline work and return a summary of the environment.
+def setup(*, quick: bool | None = None, threads: int | None = None, offline: bool = False,
+          quiet: bool = False) -> dict:
+    """Prepare this process as asked and return a summary of the environment.
 
-    - sets ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1``: built-in models load from site-packages only;
-    - optionally switches quick mode on or off and limits torch's CPU threads;
-    - quiets transformers' advisory warnings when ``quiet``.
+    With no arguments it changes nothing and only reports. Each option changes the whole process, for the code
+    that runs after it too (a notebook's own ``from_pretrained`` calls included):
+
+    - ``quick``: switch quick mode on or off (:func:`quick_mode`);
+    - ``threads``: limit torch's CPU threads;
+    - ``offline=True``: set ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1``, so *nothing* in this process
+      reaches the Hugging Face Hub (the toolkit itself never needs it);
+    - ``quiet=True``: transformers logs errors only and shows no progress bars, and the tokenizers' fork warning
+      is off (``TOKENIZERS_PARALLELISM=false`` unless set); the CLI does this.
     """
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
     if quick is not None:
         quick_mode(quick)
     import torch
@@ -56,12 +67,41 @@ def setup(*, quick: bool | None = None, threads: int | None = None, quiet: bool 
     if threads is not None:
         torch.set_num_threads(threads)
     if quiet:
-        import transformers
+        from transformers.utils import logging as hf_logging
 
-        transformers.logging.set_verbosity_error()
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
     return {
         "quick": quick_mode(),
         "device": device(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Inside: transformers logs errors only and shows no progress bars; on leaving, both are exactly as before.
+
+    The toolkit wraps the loading of its *built-in* assets in this (their load report always lists the new,
+    untrained classifier head, which tells a learner nothing). It is not thread-safe: another thread loading a
+    model at the same moment is quiet too.
+    """
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars, hub_bars_off = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        if hub_bars_off:
+            hub_utils.disable_progress_bars()
+        else:
+            hub_utils.enable_progress_bars()

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -37,7 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pet import PetError
+from .pet import PetError, require_versions
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["LLM_BACKBONES", "TASKS", "VerbalizerClassifier", "TemplateTokenizer", "LLMError", "is_causal_lm",
            "smollm2_path", "cache_dir", "load_causal_lm", "make_llm_model", "task_options", "llm_config",
@@ -67,10 +70,14 @@ class LLMError(PetError):
 
 # --------------------------------------------------------------------------------------------- cache + loading
 def cache_dir() -> Path:
-    """Where dequantised models are kept: ``$GBAIR_CACHE_DIR`` or ``~/.cache/gbair_nb`` (``$XDG_CACHE_HOME``)."""
+    """Where dequantised models are kept: ``$GBAIR_CACHE_DIR`` if set, else the user cache folder of this
+    operating system (``platformdirs.user_cache_dir("gbair_nb")``: ``~/.cache/gbair_nb`` or ``$XDG_CACHE_HOME`` on
+    Linux, ``~/Library/Caches/gbair_nb`` on macOS, ``%LOCALAPPDATA%\\gbair_nb\\Cache`` on Windows)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "gbair_nb"
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("gbair_nb", appauthor=False))
 
 
 def _gguf_dir() -> Path:
@@ -93,25 +100,30 @@ def _publish(tmp: Path, final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def smollm2_path(*, build: bool = True, verbose: bool = True) -> Path:
+def smollm2_path(*, build: bool = True) -> Path:
     """The float32 Hugging Face folder of SmolLM2-135M-Instruct, dequantised from the GGUF once and cached.
 
     The first call takes ~15-30 s (read the 4-bit GGUF, dequantise, save ~540 MB); later calls return the folder at
     once, and loading it takes well under a second. ``build=False`` raises :class:`LLMError` instead of building.
+    The build is logged at INFO level on the ``gbair_nb.llm`` logger (``logging.basicConfig(level="INFO")`` shows it).
     """
     final = cache_dir() / "smollm2"
     if (final / "config.json").exists() and (final / "model.safetensors").exists():
         return final
     if not build:
         raise LLMError(f"SmolLM2 is not cached at {final}; call gbair_nb.llm.smollm2_path() once (~15-30 s)")
+    require_versions("transformers")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .config import quiet_transformers
+
     t0 = time.perf_counter()
-    if verbose:
-        print(f"dequantising {GGUF_FILE} to float32 once → {final} …", flush=True)
+    logger.info("dequantising %s to float32 once → %s …", GGUF_FILE, final)
     src = _gguf_dir()
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_FILE, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32,
+                                                     local_files_only=True)
     model.hf_quantizer = None  # it is plain float32 now: save it as such
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -120,8 +132,7 @@ def smollm2_path(*, build: bool = True, verbose: bool = True) -> Path:
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     _publish(tmp, final)
-    if verbose:
-        print(f"cached in {time.perf_counter() - t0:.0f} s", flush=True)
+    logger.info("cached in %.0f s", time.perf_counter() - t0)
     return final
 
 
@@ -134,7 +145,10 @@ def _tokenizer_path() -> Path:
     if not (final / "tokenizer.json").exists():
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE)
+        from .config import quiet_transformers
+
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE, local_files_only=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tok-", dir=final.parent))
         tokenizer.save_pretrained(tmp)
@@ -160,19 +174,20 @@ def is_causal_lm(backbone: str) -> bool:
 def _load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
 def load_causal_lm(backbone: str = "smollm2", *, seed: int = 0):
-    """Load a frozen causal LM offline: ``(model, tokenizer)``, float32, eager attention (exact gradients).
+    """Load a frozen causal LM from local files: ``(model, tokenizer)``, float32, eager attention (exact gradients).
 
-    ``"smollm2"`` builds its cache on first use (:func:`smollm2_path`); ``"tiny-llm"`` is random (seeded).
+    ``"smollm2"`` builds its cache on first use (:func:`smollm2_path`); ``"tiny-llm"`` is random (seeded). Nothing
+    is downloaded (``local_files_only=True``) and the process is left as it was.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    require_versions("transformers")
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    from .config import quiet_transformers
+
     if backbone == "tiny-llm":
         tokenizer = _load_tokenizer(str(_tokenizer_path()))
         torch.manual_seed(seed)
@@ -186,7 +201,9 @@ def load_causal_lm(backbone: str = "smollm2", *, seed: int = 0):
             raise LLMError(f"backbone {backbone!r} is neither {' nor '.join(LLM_BACKBONES)} nor a local folder of a "
                            "Hugging Face *ForCausalLM model (config.json with such an architecture)")
         tokenizer = _load_tokenizer(str(path))
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+        with quiet_transformers() if backbone == "smollm2" else contextlib.nullcontext():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
+                                                         local_files_only=True)
     model.eval()
     return model, tokenizer
 
@@ -359,6 +376,7 @@ def make_llm_model(method: str = "prompt_tuning", *, num_labels: int = 2, backbo
                        f"task= one of {', '.join(TASKS)} (gbair_nb.llm.task_options(dataset) picks them)")
     if len(verbalizer) != num_labels:
         raise LLMError(f"{len(verbalizer)} verbalizer words {verbalizer} for {num_labels} classes")
+    require_versions("peft")
     from peft import PeftModelForCausalLM, PromptTuningConfig, PromptTuningInit, TaskType
 
     model, tok = load_causal_lm(backbone, seed=seed)

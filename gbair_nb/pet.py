@@ -11,8 +11,8 @@ tokenizer, for tests and dry runs only.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-import os
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -20,12 +20,42 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["BACKBONES", "METHODS", "backbone_path", "load_backbone", "make_model", "trainable_state",
-           "load_trainable_state", "trainable_names", "head_names", "batches", "count_trainable", "PetError"]
+__all__ = ["BACKBONES", "METHODS", "MIN_VERSIONS", "backbone_path", "load_backbone", "make_model", "trainable_state",
+           "load_trainable_state", "trainable_names", "head_names", "batches", "count_trainable", "PetError",
+           "require_versions"]
 
 
 class PetError(ValueError):
     """A model could not be built as asked: the message says what would work."""
+
+
+# The oldest releases the toolkit is tested with; pyproject.toml declares the same floors. The code reads peft's
+# internals (a prompt-tuning model's ``prompt_tokens`` and ``prompt_encoder.<adapter>.embedding``, LoRA's
+# ``modules_to_save`` copy of the head) and builds models with transformers' ``attn_implementation=`` and ``dtype=``.
+MIN_VERSIONS = {
+    "transformers": ("4.57", "eager attention chosen in the config and dtype= in from_pretrained"),
+    "peft": ("0.18", "earlier releases do not import with transformers 5 and froze the classifier head of "
+                     "prompt tuning (0.15-0.16)"),
+}
+
+
+def require_versions(*packages: str) -> None:
+    """Raise :class:`PetError` naming the package, its version and the oldest that works, if a package of
+    :data:`MIN_VERSIONS` is missing or older (call before importing it: an old peft fails on import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import Version
+
+    for name in packages:
+        need, why = MIN_VERSIONS[name]
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            raise PetError(f"{name} is not installed; gbair_nb needs {name} >= {need}: "
+                           f"pip install '{name}>={need}'") from None
+        if Version(have) < Version(need):
+            raise PetError(f"{name} {have} is too old: gbair_nb needs {name} >= {need} ({why}); "
+                           f"pip install -U '{name}>={need}'")
 
 
 BACKBONES = {
@@ -89,32 +119,36 @@ def use_mean_pooling(model) -> None:
 
 
 def load_backbone(name: str = "minilm", *, num_labels: int = 2, seed: int = 0, pooling: str = "mean"):
-    """Load a sequence classifier backbone offline: returns ``(model, tokenizer)``.
+    """Load a sequence classifier backbone from local files: returns ``(model, tokenizer)``.
 
     The classifier head is new (randomly initialised from ``seed``); everything else is pretrained
     (random for ``"tiny"``). Attention is the eager implementation, so gradients match any reference exactly.
     ``pooling="mean"`` (default) feeds the head the mean of the token states (see :class:`MeanPooler`);
     ``"cls"`` keeps the model's own first-token pooler.
+
+    Files are read with ``local_files_only=True``: nothing is downloaded, and the process is left as it was (no
+    environment variable is set; transformers' logging is quietened only while a built-in backbone loads).
     """
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    require_versions("transformers")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, \
         BertForSequenceClassification
 
-    from transformers.utils import logging as hf_logging
+    from .config import quiet_transformers
 
-    hf_logging.disable_progress_bar()  # the per-tensor "Loading weights" bar says nothing to a learner
     path = backbone_path(name)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    torch.manual_seed(seed)
-    if name == "tiny":
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
-                            num_labels=num_labels, attn_implementation="eager")
-        model = BertForSequenceClassification(config)
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
-                                                                   attn_implementation="eager")
+    # the built-ins' load report only lists the new, untrained head; a folder of yours gets its report
+    with quiet_transformers() if name in ("minilm", "tiny") else contextlib.nullcontext():
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        torch.manual_seed(seed)
+        if name == "tiny":
+            config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
+                                num_labels=num_labels, attn_implementation="eager")
+            model = BertForSequenceClassification(config)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
+                                                                       attn_implementation="eager",
+                                                                       local_files_only=True)
     if pooling == "mean":
         use_mean_pooling(model)
     elif pooling != "cls":
@@ -197,6 +231,7 @@ def make_model(method: str = "prompt_tuning", *, num_labels: int = 2, backbone: 
     """
     if method not in METHODS:
         raise PetError(f"unknown PET method {method!r}; use one of {', '.join(METHODS)}")
+    require_versions("transformers", "peft")
     from .llm import is_causal_lm, make_llm_model
 
     if is_causal_lm(backbone):  # decoder + verbalizer (gbair_nb.llm): the label words are the head, nothing to check
@@ -209,7 +244,8 @@ def make_model(method: str = "prompt_tuning", *, num_labels: int = 2, backbone: 
     heads = head_names(model)
     if not heads or not all(dict(model.named_parameters())[n].requires_grad for n in heads):
         # peft 0.15-0.16 silently froze the classifier head for SEQ_CLS prompt tuning
-        raise PetError(f"the classifier head of the {method} model is not trainable; upgrade peft (>= 0.17)")
+        raise PetError(f"the classifier head of the {method} model is not trainable; "
+                       f"upgrade peft (>= {MIN_VERSIONS['peft'][0]})")
     model.eval()
     return model, tokenizer
 

@@ -11,7 +11,7 @@ to a :class:`~gbair_nb.relabel.RelabelSession` (which journals them and owns the
 back from the session. :class:`InfluenceExplorer` draws the numbers of a long influence table with
 :func:`plot_influence_bars`, a pure ``plot_x(df, *, ax=None) -> Axes`` function that can be used without widgets.
 
-Both work in JupyterLab, Notebook 7 and VS Code: put the object last in a cell, or ``display(w)``.
+Both work in JupyterLab, Notebook 7, VS Code and Colab: put the object last in a cell, or ``display(w)``.
 """
 
 from __future__ import annotations
@@ -320,7 +320,8 @@ class InfluenceExplorer(_Displayable):
     train_label, score, variant ('dot' | 'cosine'), checkpoint ('all' or int), optional is_corrupted.
     Controls: ``scope`` (all examples / mistakes only), ``example`` (Dropdown of test ids), ``variant``
     (dot / cosine), ``mode`` (total / per checkpoint). ``frame`` holds the numbers behind the current picture.
-    ``plot_fn(frame, ax=ax)`` draws it (default :func:`plot_influence_bars`).
+    ``plot_fn(frame, ax=ax)`` draws it (default :func:`plot_influence_bars`); the figure is shown as PNG bytes in
+    ``image`` (an ``ipywidgets.Image``), which JupyterLab, Notebook 7, VS Code and Colab all update in place.
     """
 
     def __init__(self, table: pd.DataFrame, *, plot_fn: Callable[..., Any] | None = None,
@@ -349,13 +350,13 @@ class InfluenceExplorer(_Displayable):
         self.mode = W.ToggleButtons(options=[("total", "total"), ("per checkpoint", "per_checkpoint")],
                                     value="total", disabled=not has_ckpts)
         self.summary = W.HTML()
-        self.output = W.Output()
+        self.image = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto"))
         self._updating = False
         self.scope.observe(self._on_scope, names="value")
         for w in (self.example, self.variant, self.mode):
             w.observe(lambda _change: self.render(), names="value")
         self.view = W.VBox([W.HBox([self.scope, self.example]), W.HBox([self.variant, self.mode]),
-                            self.summary, self.output])
+                            self.summary, self.image])
         self.render()
 
     def _name(self, c: Any) -> str:
@@ -382,17 +383,22 @@ class InfluenceExplorer(_Displayable):
         self.render()
 
     def render(self) -> None:
-        """Redraw the chart for the chosen example, variant and mode (called on every control change)."""
+        """Redraw the chart for the chosen example, variant and mode (called on every control change).
+
+        The figure is a plain ``matplotlib.figure.Figure`` (no pyplot, no backend, nothing left open) saved as PNG
+        into ``image``: the widget's value changes, so every front end redraws it without clearing an output.
+        """
         if self._updating:
             return
-        from IPython.display import display
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
-        self.output.clear_output(wait=True)
+        from .files import figure_bytes
+
         t = self.example.value
         if t is None:
             self.frame, self.axes = None, None
             self.summary.value = "<i>no example matches (no mistakes?)</i>"
+            self.image.value = b""
             self.renders += 1
             return
         r = self._tests.loc[t]
@@ -405,14 +411,11 @@ class InfluenceExplorer(_Displayable):
         frame = influence_bars_frame(self.table, t, variant=self.variant.value, k=self.k,
                                      per_checkpoint=per_checkpoint)
         n_rows = frame["train_id"].nunique() if len(frame) else 1
-        fig, ax = plt.subplots(figsize=(9, 0.45 * max(n_rows, 2) + 1.5))
-        try:
-            self.plot_fn(frame, ax=ax)
-            ax.set_title(f"influence on #{t} ({self.variant.value}{', per checkpoint' if per_checkpoint else ''})")
-            fig.tight_layout()
-            with self.output:
-                display(fig)
-        finally:
-            plt.close(fig)
+        fig = Figure(figsize=(9, 0.45 * max(n_rows, 2) + 1.5), dpi=100)
+        ax = fig.subplots()
+        self.plot_fn(frame, ax=ax)
+        ax.set_title(f"influence on #{t} ({self.variant.value}{', per checkpoint' if per_checkpoint else ''})")
+        fig.tight_layout()
+        self.image.value = figure_bytes(fig)
         self.frame, self.axes = frame, ax
         self.renders += 1

@@ -183,9 +183,9 @@ class LabPage:
         self.page.evaluate("([n, a]) => window.jupyterapp.commands.execute(n, a)", [name, args or {}])
 
     def run_all(self, *, sentinel: str, timeout: float = 150.0) -> None:
-        """Run all cells (Run ▸ Run All Cells) and wait for ``sentinel`` in an output; raise on an error output."""
-        self.page.get_by_text("Run", exact=True).first.click()
-        self.page.get_by_text("Run All Cells", exact=True).first.click()
+        """Run all cells (the command behind Run ▸ Run All Cells; the menu's markup differs between JupyterLab
+        releases) and wait for ``sentinel`` in an output; raise on an error output."""
+        self.command("notebook:run-all-cells")
         deadline = time.monotonic() + timeout
         while True:
             if self.page.locator(".jp-OutputArea-output", has_text=sentinel).count():

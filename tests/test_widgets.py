@@ -168,6 +168,29 @@ def test_plot_influence_bars_widths_are_sorted_scores():
         plt.close(ax.figure)
 
 
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    assert data[:8] == PNG, "not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_explorer_shows_the_figure_as_png_bytes_in_an_image_widget():
+    import ipywidgets as W
+
+    e = InfluenceExplorer(influence_table(), class_names=CLASSES, k=3)
+    assert isinstance(e.image, W.Image) and e.image.format == "png" and e.image in e.view.children
+    assert not any(isinstance(w, W.Output) for w in e.view.children)  # no clear_output + display to flicker
+    first = e.image.value
+    assert png_size(first) == (900, round(100 * (0.45 * 6 + 1.5)))  # 9 in wide at 100 dpi, 6 bars tall
+    e.example.value = 2
+    assert e.image.value != first and png_size(e.image.value)[0] == 900
+    e.mode.value = "per_checkpoint"
+    assert e.image.value[:8] == PNG
+
+
 def test_explorer_rerenders_on_every_control():
     table = influence_table()
     before = len(plt.get_fignums())
