@@ -63,9 +63,12 @@ class Scenario:
 
 
 # Scenarios worth teaching. Class-conditional "missed positives" is the default: it is realistic for moderation
-# (harmful content labelled harmless) and it actually costs performance (method notes §6).
+# (harmful content labelled harmless) and it costs the plainly trained model most of its F1. The rate is chosen off
+# the knife edge: with half of the SMS spam labelled ham, spam-looking texts carry each label half the time, the model
+# learns p(spam) ≈ 0.5 for them and whether it predicts spam at all is a coin flip of the seed (round-0 test F1
+# 0.46–0.83); with 70% labelled ham it reliably predicts ham (benchmarks/bench_base_model.py, docs/benchmarks.md).
 SCENARIOS = {
-    "sms_spam": dict(dataset="sms_spam", mode="class_conditional", p=0.5, n_train=400, n_val=200, n_test=500),
+    "sms_spam": dict(dataset="sms_spam", mode="class_conditional", p=0.7, n_train=400, n_val=200, n_test=500),
     "sms_spam_uniform": dict(dataset="sms_spam", mode="uniform", p=0.2, n_train=400, n_val=200, n_test=500),
     "tweets_binary": dict(dataset="tweets_binary", mode="class_conditional", p=0.5, n_train=600, n_val=300,
                           n_test=600),

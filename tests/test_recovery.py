@@ -193,7 +193,11 @@ def test_bad_arguments_are_clear():
 
 def test_make_scenario_class_conditional_default():
     sc = make_scenario("sms_spam", n_train=400, n_val=200, n_test=500, seed=0)
-    assert sc.corruption.n_corrupted == 26  # half of the 53 spam in 400 (method notes §6)
+    assert sc.corruption.n_corrupted == 26  # half of the 53 spam in 400
     assert (sc.corruption.noisy_labels[sc.corruption.is_corrupted] == 0).all()
     assert (sc.train.labels == sc.corruption.noisy_labels).all()
     assert (sc.splits.train.labels == sc.corruption.labels).all()
+    from gbair_nb.recovery import SCENARIOS
+
+    default = make_scenario(**SCENARIOS["sms_spam"], seed=0)  # the main job's: 70% of the spam labelled ham
+    assert default.corruption.n_corrupted == round(0.7 * 53) == 37
