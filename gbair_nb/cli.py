@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Sequence
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "main", "build_parser", "load_run_data", "QUICK_SIZES", "FULL_SIZES",
-           "choose_sizes", "confuser_probs", "estimate_seconds", "positive_int", "rate", "seed_int"]
+           "choose_sizes", "confuser_probs", "estimate_seconds", "seed_int"]
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------- train
-def rate(text: str) -> float:
+def _rate(text: str) -> float:
     """argparse type: a corruption rate in [0, 1)."""
     try:
         p = float(text)
@@ -156,7 +156,7 @@ def rate(text: str) -> float:
     return p
 
 
-def positive_int(text: str) -> int:
+def _positive_int(text: str) -> int:
     """argparse type: a whole number ≥ 1."""
     try:
         n = int(text)
@@ -218,9 +218,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, sizes_from: str | Non
     g.add_argument("--label-col", default="label", help="label column of your file (default: label)")
     sizes = sizes_from or (f"default {'/'.join(str(v) for v in FULL_SIZES.values())} for train/val/test, quick "
                            f"{'/'.join(str(v) for v in QUICK_SIZES.values())}; a file too small for them: 60/20/20%%")
-    g.add_argument("--n-train", type=positive_int, default=None, help=f"training examples ({sizes})")
-    g.add_argument("--n-val", type=positive_int, default=None, help="validation examples")
-    g.add_argument("--n-test", type=positive_int, default=None, help="test examples")
+    g.add_argument("--n-train", type=_positive_int, default=None, help=f"training examples ({sizes})")
+    g.add_argument("--n-val", type=_positive_int, default=None, help="validation examples")
+    g.add_argument("--n-test", type=_positive_int, default=None, help="test examples")
     g.add_argument("--seed", type=seed_int, default=0,
                    help="seeds the split, the corruption and training, in [0, 2**32) (default 0)")
 
@@ -228,7 +228,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, sizes_from: str | Non
 def train_add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser)
     g = parser.add_argument_group("label corruption")
-    g.add_argument("--corrupt", type=rate, default=0.0, metavar="P",
+    g.add_argument("--corrupt", type=_rate, default=0.0, metavar="P",
                    help="fraction of training labels to corrupt, in [0, 1) (default 0)")
     g.add_argument("--mode", default="uniform", choices=["uniform", "class_conditional", "confusable"],
                    help="uniform: to a random other class; class_conditional: SOURCE → TARGET only (binary "
@@ -238,7 +238,7 @@ def train_add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--target", default=None, help="class_conditional: the class it becomes (name or id)")
     g = parser.add_argument_group("training")
     add_method_arguments(g)
-    g.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: TrainConfig's)")
+    g.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: TrainConfig's)")
     g.add_argument("--quick", action="store_true",
                    help="quick mode (also GBAIR_QUICK=1): small sizes and short training, for a first look or CI")
     g.add_argument("--quiet", action="store_true", help="no progress bar or notes")

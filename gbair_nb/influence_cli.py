@@ -35,20 +35,20 @@ _RUN_FILES = ("run.json", "data.json", "splits.csv", "corruption.csv")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import positive_int
+    from .cli import _positive_int
 
     parser.add_argument("--run", required=True, type=Path, metavar="DIR",
                         help="a folder written by `python -m gbair_nb train --out DIR`")
     parser.add_argument("--on", default="test", choices=["val", "test"],
                         help="whose proponents/opponents to find: the run's validation or test split (default test)")
-    parser.add_argument("--top-k", type=positive_int, default=5, metavar="K",
+    parser.add_argument("--top-k", type=_positive_int, default=5, metavar="K",
                         help="proponents and opponents kept per example (default 5)")
     parser.add_argument("--variant", default="dot", choices=["dot", "cosine"],
                         help="dot: raw gradient products (Pruthi et al., default); cosine: gradients normalised "
                              "per checkpoint (proponents/opponents only; self-influence is always dot)")
     parser.add_argument("--checkpoints", default="all", choices=["all", "last"],
                         help="sum over every saved checkpoint (TracInCP, default) or use only the last")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="examples per gradient batch")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="examples per gradient batch")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the CSV files")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -142,20 +142,20 @@ def plot_recovery_curves(report: dict, *, metric: str = "test_macro_f1", ax=None
 
 # ----------------------------------------------------------------------------------------------------- the CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_data_arguments, add_method_arguments, positive_int, rate
+    from .cli import _positive_int, _rate, add_data_arguments, add_method_arguments
 
     quick = "/".join(str(v) for v in QUICK_SCENARIO.values())
     full = "/".join(str(FILE_SCENARIO[k]) for k in QUICK_SCENARIO)
     add_data_arguments(parser, sizes_from=f"default: the dataset's scenario in recovery.SCENARIOS, {full} for a file, "
                                           f"quick mode {quick}; a file too small for them: 60/20/20%%")
     g = parser.add_argument_group("corruption")
-    g.add_argument("--corrupt", type=rate, default=None, metavar="P",
+    g.add_argument("--corrupt", type=_rate, default=None, metavar="P",
                    help="corruption rate (default: the scenario's; 0.5 of the positives for sms_spam)")
     g.add_argument("--mode", default=None, choices=["uniform", "class_conditional", "confusable"],
                    help="default class_conditional: missed positives, labelled negative")
     g = parser.add_argument_group("recovery")
-    g.add_argument("--rounds", type=positive_int, default=None, help="at most this many rounds (default 5, quick 2)")
-    g.add_argument("--k", type=positive_int, default=None, help="examples relabeled per round (default 4%% of train)")
+    g.add_argument("--rounds", type=_positive_int, default=None, help="at most this many rounds (default 5, quick 2)")
+    g.add_argument("--k", type=_positive_int, default=None, help="examples relabeled per round (default 4%% of train)")
     g.add_argument("--scorer", default="gbair,random",
                    help=f"comma-separated scorers, or 'all': {', '.join(SCORERS)} (default gbair,random)")
     g.add_argument("--fix", default="flip", choices=["flip", "predict", "remove"], help="how flagged labels are fixed")
