@@ -29,7 +29,6 @@ import argparse
 import importlib
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
