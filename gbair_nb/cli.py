@@ -276,7 +276,7 @@ def choose_sizes(given: dict, n: int, defaults: dict) -> tuple[dict, str]:
         why = f"{'/'.join(str(chosen[k]) for k in SIZE_KEYS)} of its {n:,} examples (the default sizes)"
     else:
         why = f"{'/'.join(str(chosen[k]) for k in SIZE_KEYS)} of its {n:,} examples"
-    return chosen, (f"sizes: train/val/test {why}, stratified by class; change with --n-train/--n-val/--n-test")
+    return chosen, f"sizes: train/val/test {why}, stratified by class; change with --n-train/--n-val/--n-test"
 
 
 # Seconds per training example per epoch for MiniLM at max length 64, batch 16, on a 2-core CPU (1 thread),
@@ -327,7 +327,7 @@ def confuser_probs(texts: list[str], labels, seed: int):
     return cross_val_predict(model, texts, labels, cv=cv, method="predict_proba")
 
 
-def dataset_spec(dataset: str) -> dict:
+def _dataset_spec(dataset: str) -> dict:
     """How ``--dataset`` is recorded: as given, and for a file also its resolved path (so a run folder works from
     any working directory)."""
     from .data import DATASETS
@@ -353,7 +353,7 @@ def build_data(args: argparse.Namespace, quick: bool):
     probs = confuser_probs(train_ds.texts, train_ds.labels, args.seed) if (mode == "confusable" and p > 0) else None
     corruption = corrupt(train_ds.labels, p=p, mode=mode, seed=args.seed, num_classes=ds.num_classes,
                          source=source, target=target, probs=probs)
-    spec = {**dataset_spec(args.dataset), "text_col": args.text_col, "label_col": args.label_col,
+    spec = {**_dataset_spec(args.dataset), "text_col": args.text_col, "label_col": args.label_col,
             "class_names": ds.class_names, "sizes": sizes, "split_sizes": splits.sizes(), "seed": args.seed,
             "corruption": {**corruption.summary(), "source": source, "target": target,
                            "confuser": "tfidf+logreg out-of-fold" if probs is not None else None}}
