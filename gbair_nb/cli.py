@@ -303,8 +303,8 @@ def estimate_note(seconds: float | None, what: str) -> str | None:
     if seconds is None:
         return None
     amount = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{max(seconds, 1):.0f} s"
-    return (f"estimate: about {amount} for {what} (scaled from MiniLM speeds measured on a 2-core CPU; "
-            "an estimate, not a promise)")
+    return (f"estimate: about {amount} for {what} on a quiet 2-core CPU (scaled from measured MiniLM speeds; "
+            "an estimate: a busy or slower machine takes longer)")
 
 
 def confuser_probs(texts: list[str], labels, seed: int):
