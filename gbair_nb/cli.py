@@ -94,9 +94,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def invoked_as(argv0: str | None = None) -> str:
+    """The command the user typed, for usage lines: ``gbair-nb`` (the console script) or ``python -m gbair_nb``."""
+    name = Path(sys.argv[0] if argv0 is None else argv0).stem  # stem: Windows' launcher is gbair-nb.exe
+    return "gbair-nb" if name == "gbair-nb" else "python -m gbair_nb"  # -m, torchrun, a test runner: the module
+
+
+def build_parser(command: str | None = None, *, prog: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser. Only ``command``'s own arguments are added (its module is imported for that)."""
-    parser = _Parser(prog="python -m gbair_nb",
+    parser = _Parser(prog=prog or invoked_as(),
                      description="gbair_nb: prompt tuning, TracIn influence and G-BAIR label recovery, offline.")
     from . import __version__
 
