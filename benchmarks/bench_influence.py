@@ -128,7 +128,7 @@ def captum_tracin(model, tok, ckpts, tr_texts, tr_labels, te_texts, te_labels, t
         rates.append(float(next(iter(lrs.values()))))
 
     def load(wrapper, path):
-        load_trainable_state(wrapper.m, torch.load(path))
+        load_trainable_state(wrapper.m, torch.load(path, weights_only=True))  # tensors only, never pickled code
         return rates[paths.index(path)]
 
     def loader(texts, labels):

@@ -4,31 +4,40 @@ Subcommands are registered in :data:`SUBCOMMANDS`: name → :class:`Subcommand` 
 provides ``add_arguments(parser)`` and ``run(args) -> int``). A subcommand's module is imported only when that
 subcommand runs, so ``--help`` stays fast and a module with heavy imports costs nothing until it is used.
 
-Bad input (unknown dataset, missing file or column, a rate out of range, …) ends with one line on stderr,
-``error: …``, and exit code 2 — never a traceback.
+Bad input (unknown dataset, missing file or column, a rate out of range, a folder that cannot be written, …) ends
+with one line on stderr, ``error: …``, and exit code 2 — never a traceback, and before any long work starts.
+Progress notes (sizes chosen, a time estimate, which file was read) go to the ``gbair_nb`` logger, which
+:func:`main` shows on stderr unless ``--quiet``; results go to stdout.
 
-``train`` writes into ``--out DIR``:
+``train`` writes into ``--out DIR`` (all files together once training has finished; an interrupted or failed run
+leaves the folder as it was; a new run replaces the old run's files there and nothing else):
 
 - ``run.json`` (config, per-epoch loss and validation metrics, checkpoint list), ``timing.json``,
-  ``checkpoints/ckpt_NN.pt`` (the trainable tensors and the learning rates in force) — from :func:`gbair_nb.train.train`;
-- ``data.json``: how the data was built (dataset, columns, split sizes, seed, corruption), enough to rebuild it
-  with :func:`load_run_data`;
+  ``checkpoints/ckpt_NN.safetensors`` (the trainable tensors and the learning rates in force) — from
+  :func:`gbair_nb.train.train`;
+- ``data.json``: how the data was built (dataset as given and resolved, columns, split sizes, seed, corruption, each
+  split's fingerprint), enough to rebuild it with :func:`load_run_data`;
 - ``splits.csv``: ``id, split`` for every example drawn;
 - ``corruption.csv``: the training set's ``id, label, noisy_label, is_corrupted`` (+ class names);
 - ``test_metrics.json`` and ``test_predictions.csv``: the final model on the held-out test split.
+
+The folder's format and its checks are :mod:`gbair_nb.runs`.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import json
-import os
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["SUBCOMMANDS", "Subcommand", "main", "build_parser", "load_run_data", "QUICK_SIZES", "FULL_SIZES"]
+__all__ = ["SUBCOMMANDS", "Subcommand", "main", "build_parser", "load_run_data", "QUICK_SIZES", "FULL_SIZES",
+           "choose_sizes", "confuser_probs", "estimate_seconds", "seed_int"]
+
+log = logging.getLogger(__name__)
 
 # quick: 300 training examples (57 steps of TrainConfig.quick) learn SMS spam; 200 collapsed to "always ham"
 QUICK_SIZES = {"n_train": 300, "n_val": 100, "n_test": 200}
@@ -85,9 +94,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+def invoked_as(argv0: str | None = None) -> str:
+    """The command the user typed, for usage lines: ``gbair-nb`` (the console script) or ``python -m gbair_nb``."""
+    name = Path(sys.argv[0] if argv0 is None else argv0).stem  # stem: Windows' launcher is gbair-nb.exe
+    return "gbair-nb" if name == "gbair-nb" else "python -m gbair_nb"  # -m, torchrun, a test runner: the module
+
+
+def build_parser(command: str | None = None, *, prog: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser. Only ``command``'s own arguments are added (its module is imported for that)."""
-    parser = _Parser(prog="python -m gbair_nb",
+    parser = _Parser(prog=prog or invoked_as(),
                      description="gbair_nb: prompt tuning, TracIn influence and G-BAIR label recovery, offline.")
     from . import __version__
 
@@ -115,6 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    logger = logging.getLogger("gbair_nb")  # the package's progress notes, on stderr while this command runs
+    handler, level = logging.StreamHandler(sys.stderr), logger.level
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
@@ -124,10 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 # ------------------------------------------------------------------------------------------------------- train
 def _rate(text: str) -> float:
+    """argparse type: a corruption rate in [0, 1)."""
     try:
         p = float(text)
     except ValueError:
@@ -138,12 +162,24 @@ def _rate(text: str) -> float:
 
 
 def _positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1."""
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1; got {n}")
+    return n
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed NumPy accepts, in [0, 2**32)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= n < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed must be in [0, {2**32 - 1}]; got {n}")
     return n
 
 
@@ -185,13 +221,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, sizes_from: str | Non
                    help="sms_spam (default), tweets, tweets_binary, or a .csv/.tsv file")
     g.add_argument("--text-col", default="text", help="text column of your file (default: text)")
     g.add_argument("--label-col", default="label", help="label column of your file (default: label)")
-    g.add_argument("--n-train", type=_positive_int, default=None,
-                   help=sizes_from or f"training examples (default {FULL_SIZES['n_train']}, quick {QUICK_SIZES['n_train']})")
-    g.add_argument("--n-val", type=_positive_int, default=None,
-                   help=sizes_from or f"validation examples (default {FULL_SIZES['n_val']}, quick {QUICK_SIZES['n_val']})")
-    g.add_argument("--n-test", type=_positive_int, default=None,
-                   help=sizes_from or f"test examples (default {FULL_SIZES['n_test']}, quick {QUICK_SIZES['n_test']})")
-    g.add_argument("--seed", type=int, default=0, help="seeds the split, the corruption and training (default 0)")
+    sizes = sizes_from or (f"default {'/'.join(str(v) for v in FULL_SIZES.values())} for train/val/test, quick "
+                           f"{'/'.join(str(v) for v in QUICK_SIZES.values())}; a file too small for them: 60/20/20%%")
+    g.add_argument("--n-train", type=_positive_int, default=None, help=f"training examples ({sizes})")
+    g.add_argument("--n-val", type=_positive_int, default=None, help="validation examples")
+    g.add_argument("--n-test", type=_positive_int, default=None, help="test examples")
+    g.add_argument("--seed", type=seed_int, default=0,
+                   help="seeds the split, the corruption and training, in [0, 2**32) (default 0)")
 
 
 def train_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -210,7 +246,7 @@ def train_add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=_positive_int, default=None, help="epochs (default: TrainConfig's)")
     g.add_argument("--quick", action="store_true",
                    help="quick mode (also GBAIR_QUICK=1): small sizes and short training, for a first look or CI")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     g.add_argument("--out", required=True, type=Path, help="directory for the run record, checkpoints and metrics")
     g.add_argument("--backbone", default="minilm", help=argparse.SUPPRESS)  # "tiny" for tests
 
@@ -228,16 +264,61 @@ def _class_id(value: str | None, class_names: list[str], what: str) -> int | Non
                     f"or an id in [0, {len(class_names) - 1}]")
 
 
-def _sizes(args: argparse.Namespace, n: int, quick: bool) -> dict:
-    defaults = QUICK_SIZES if quick else FULL_SIZES
-    given = {k: getattr(args, k) for k in defaults}
-    if all(v is None for v in given.values()) and sum(defaults.values()) > n:
-        return {"n_train": 0.6, "n_val": 0.2, "n_test": 0.2}  # a small file: fractions instead
-    return {k: (v if v is not None else defaults[k]) for k, v in given.items()}
+SIZE_KEYS = ("n_train", "n_val", "n_test")
 
 
-def _confuser_probs(texts: list[str], labels, seed: int):
-    """Out-of-fold class probabilities of a TF-IDF + logistic-regression model (the 'confusable' model)."""
+def choose_sizes(given: dict, n: int, defaults: dict) -> tuple[dict, str]:
+    """Split sizes for a dataset of ``n`` examples, and a note saying what was chosen and how to change it.
+
+    ``given``: ``n_train``/``n_val``/``n_test`` from the command line (None = not given). Sizes not given take
+    ``defaults`` (counts: they cap a big file at the sizes the built-in data uses, so a job takes the time it takes
+    there). When nothing is given and the defaults do not fit, a small file is split 60/20/20.
+    """
+    chosen = {k: (given.get(k) if given.get(k) is not None else defaults[k]) for k in SIZE_KEYS}
+    if all(given.get(k) is None for k in SIZE_KEYS) and sum(defaults[k] for k in SIZE_KEYS) > n:
+        chosen = {"n_train": 0.6, "n_val": 0.2, "n_test": 0.2}
+        why = f"60/20/20% of its {n:,} examples (too few for the default {'/'.join(map(str, defaults.values()))})"
+    elif all(given.get(k) is None for k in SIZE_KEYS):
+        why = f"{'/'.join(str(chosen[k]) for k in SIZE_KEYS)} of its {n:,} examples (the default sizes)"
+    else:
+        why = f"{'/'.join(str(chosen[k]) for k in SIZE_KEYS)} of its {n:,} examples"
+    return chosen, f"sizes: train/val/test {why}, stratified by class; change with --n-train/--n-val/--n-test"
+
+
+# Seconds per training example per epoch for MiniLM at max length 64, batch 16, on a 2-core CPU (1 thread),
+# validation pass included: the "PET methods" table of docs/benchmarks.md (s/epoch ÷ 400 training examples).
+SECONDS_PER_EXAMPLE_EPOCH = {"head_only": 0.019, "prompt_tuning": 0.047, "lora": 0.035, "gift": 0.040,
+                             "full": 0.057}
+
+
+def estimate_seconds(n_train: int, config, *, trainings: float = 1) -> float | None:
+    """Rough wall-clock seconds of ``trainings`` trainings of ``config`` on ``n_train`` examples (MiniLM only).
+
+    Scaled from :data:`SECONDS_PER_EXAMPLE_EPOCH` by epochs and input length (GMT adds ~45%); None for other
+    backbones. An estimate: the machine, its load and the texts' lengths move it by a factor of 2 or more.
+    """
+    per = SECONDS_PER_EXAMPLE_EPOCH.get(config.method)
+    if config.backbone != "minilm" or per is None:
+        return None
+    per *= config.max_length / 64 * (1.45 if config.gmt else 1.0)
+    return trainings * n_train * config.epochs * per
+
+
+def estimate_note(seconds: float | None, what: str) -> str | None:
+    """"estimate: …" in minutes or seconds, or None when there is no estimate."""
+    if seconds is None:
+        return None
+    amount = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{max(seconds, 1):.0f} s"
+    return (f"estimate: about {amount} for {what} on a quiet 2-core CPU (scaled from measured MiniLM speeds; "
+            "an estimate: a busy or slower machine takes longer)")
+
+
+def confuser_probs(texts: list[str], labels, seed: int):
+    """(n, num_classes) out-of-fold class probabilities of a TF-IDF + logistic-regression model.
+
+    The 'confusable' corruption moves a label to the wrong class this quick model finds most likely; out-of-fold,
+    so no example is scored by a model that saw it.
+    """
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -252,84 +333,66 @@ def _confuser_probs(texts: list[str], labels, seed: int):
     return cross_val_predict(model, texts, labels, cv=cv, method="predict_proba")
 
 
+def _dataset_spec(dataset: str) -> dict:
+    """How ``--dataset`` is recorded: as given, and for a file also its resolved path (so a run folder works from
+    any working directory)."""
+    from .data import DATASETS
+
+    spec = {"dataset": str(dataset)}
+    if str(dataset) not in DATASETS:
+        spec["dataset_path"] = str(Path(dataset).resolve())
+    return spec
+
+
 def build_data(args: argparse.Namespace, quick: bool):
     """Load, split and corrupt as the arguments say: returns ``(splits, corruption, spec)``."""
     from .data import corrupt, load_dataset, split
 
     ds = load_dataset(args.dataset, text_col=args.text_col, label_col=args.label_col)
-    sizes = _sizes(args, len(ds), quick)
+    sizes, note = choose_sizes({k: getattr(args, k) for k in SIZE_KEYS}, len(ds), QUICK_SIZES if quick else FULL_SIZES)
     splits = split(ds, **sizes, seed=args.seed)
     train_ds = splits.train
     mode = getattr(args, "mode", "uniform")
     p = getattr(args, "corrupt", 0.0)
     source = _class_id(getattr(args, "source", None), ds.class_names, "source")
     target = _class_id(getattr(args, "target", None), ds.class_names, "target")
-    probs = _confuser_probs(train_ds.texts, train_ds.labels, args.seed) if (mode == "confusable" and p > 0) else None
+    probs = confuser_probs(train_ds.texts, train_ds.labels, args.seed) if (mode == "confusable" and p > 0) else None
     corruption = corrupt(train_ds.labels, p=p, mode=mode, seed=args.seed, num_classes=ds.num_classes,
                          source=source, target=target, probs=probs)
-    spec = {"dataset": str(args.dataset), "text_col": args.text_col, "label_col": args.label_col,
+    spec = {**_dataset_spec(args.dataset), "text_col": args.text_col, "label_col": args.label_col,
             "class_names": ds.class_names, "sizes": sizes, "split_sizes": splits.sizes(), "seed": args.seed,
             "corruption": {**corruption.summary(), "source": source, "target": target,
                            "confuser": "tfidf+logreg out-of-fold" if probs is not None else None}}
+    log.info(f"data: {args.dataset}; {note}")
     return splits, corruption, spec
 
 
-def _write_data_files(out: Path, splits, corruption, spec: dict) -> None:
-    import pandas as pd
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "data.json").write_text(json.dumps(spec, indent=2))
-    parts = [pd.DataFrame({"id": s.ids, "split": name}) for name, s in
-             [("train", splits.train), ("val", splits.val), ("test", splits.test)]]
-    pd.concat(parts, ignore_index=True).to_csv(out / "splits.csv", index=False)
-    names = splits.train.class_names
-    pd.DataFrame({
-        "id": splits.train.ids,
-        "label": corruption.labels,
-        "noisy_label": corruption.noisy_labels,
-        "is_corrupted": corruption.is_corrupted,
-        "label_name": [names[i] for i in corruption.labels],
-        "noisy_label_name": [names[i] for i in corruption.noisy_labels],
-    }).to_csv(out / "corruption.csv", index=False)
-
-
 def load_run_data(out_dir: str | Path):
-    """Rebuild ``(splits, corruption)`` of a ``train`` run from its ``data.json`` and ``corruption.csv``.
+    """Rebuild ``(splits, corruption)`` of a ``train`` run, every file checked (:func:`gbair_nb.runs.read_run_data`).
 
     ``splits.train`` carries the *original* labels; train on ``splits.train.with_labels(corruption.noisy_labels)``
     (that is the data the run's checkpoints were trained on).
     """
-    import numpy as np
-    import pandas as pd
-
-    from .data import Corruption, DataError, load_dataset, split
+    from .runs import read_run_data
 
     out = Path(out_dir)
     if not (out / "data.json").exists():
         raise FileNotFoundError(f"{out} has no data.json: run `python -m gbair_nb train --out {out}` first")
-    spec = json.loads((out / "data.json").read_text())
-    ds = load_dataset(spec["dataset"], text_col=spec["text_col"], label_col=spec["label_col"])
-    splits = split(ds, **spec["sizes"], seed=spec["seed"])
-    table = pd.read_csv(out / "corruption.csv")
-    if not np.array_equal(table["id"].to_numpy(), splits.train.ids):
-        raise DataError(f"the data of {out} has changed since training: the training ids no longer match")
-    c = spec["corruption"]
-    corruption = Corruption(labels=table["label"].to_numpy(np.int64),
-                            noisy_labels=table["noisy_label"].to_numpy(np.int64),
-                            is_corrupted=table["is_corrupted"].to_numpy(bool), mode=c["mode"], p=c["p"])
-    return splits, corruption
+    data = read_run_data(out)
+    return data.splits, data.corruption
 
 
 def train_run(args: argparse.Namespace) -> int:
     from .config import quick_mode
+    from .files import check_writable
 
     quick = quick_mode(True) if args.quick else quick_mode()
-    out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} exists and is not a directory")
+    out: Path = check_writable(args.out)
     splits, corruption, spec = build_data(args, quick)  # bad data fails here, before torch is imported
 
     from .config import setup
+    from .files import atomic_path, staged_folder, write_atomic
+    from .runs import RUN_FILES, write_data_files
     from .train import TrainConfig, evaluate, train
 
     setup(quiet=True)
@@ -337,25 +400,28 @@ def train_run(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     config = TrainConfig.for_method(args.method, quick=quick, **overrides)
-    for old in (out / "checkpoints").glob("ckpt_*.pt") if (out / "checkpoints").is_dir() else []:
-        old.unlink()  # a previous run in the same folder
-    _write_data_files(out, splits, corruption, spec)
     noisy_train = splits.train.with_labels(corruption.noisy_labels)
-    print(f"data: {spec['dataset']} {splits.sizes()}, corrupted {corruption.n_corrupted} of "
-          f"{len(noisy_train)} training labels ({corruption.mode}); quick mode {'on' if quick else 'off'}",
-          file=sys.stderr)
-    run = train(noisy_train, val=splits.val, config=config, out_dir=out, verbose=not args.quiet)
-    metrics = evaluate(run, splits.test)
-    (out / "test_metrics.json").write_text(json.dumps({
-        **metrics.as_dict(), "n_test": len(splits.test),
-        "report": {k: {m: float(v) for m, v in row.items()} for k, row in metrics.report.T.to_dict().items()},
-    }, indent=2))
-    import pandas as pd
+    log.info(f"data: {splits.sizes()}, corrupted {corruption.n_corrupted} of {len(noisy_train)} training labels "
+             f"({corruption.mode}); quick mode {'on' if quick else 'off'}")
+    note = estimate_note(estimate_seconds(len(noisy_train), config), f"{config.epochs} epochs on "
+                                                                     f"{len(noisy_train):,} examples")
+    if note:
+        log.info(note)
+    with staged_folder(out, replaces=RUN_FILES, last="run.json") as stage:  # all files, or the old run untouched
+        write_data_files(stage, splits, corruption, spec)
+        run = train(noisy_train, val=splits.val, config=config, out_dir=stage, verbose=not args.quiet)
+        metrics = evaluate(run, splits.test)
+        write_atomic(stage / "test_metrics.json", json.dumps({
+            **metrics.as_dict(), "n_test": len(splits.test),
+            "report": {k: {m: float(v) for m, v in row.items()} for k, row in metrics.report.T.to_dict().items()},
+        }, indent=2))
+        import pandas as pd
 
-    preds = pd.DataFrame({"id": splits.test.ids, "label": splits.test.labels, "pred": metrics.preds})
-    for c, name in enumerate(splits.test.class_names):
-        preds[f"p_{name}"] = metrics.probs[:, c]
-    preds.to_csv(out / "test_predictions.csv", index=False)
+        preds = pd.DataFrame({"id": splits.test.ids, "label": splits.test.labels, "pred": metrics.preds})
+        for c, name in enumerate(splits.test.class_names):
+            preds[f"p_{name}"] = metrics.probs[:, c]
+        with atomic_path(stage / "test_predictions.csv") as tmp:
+            preds.to_csv(tmp, index=False)
     secs = sum(run.timing["epoch_seconds"])
     print(f"test accuracy {metrics.accuracy:.3f}  macro-F1 {metrics.macro_f1:.3f}  "
           f"({len(run.checkpoints)} checkpoints, {secs:.0f} s training) → {out}")

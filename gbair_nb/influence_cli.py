@@ -1,8 +1,10 @@
 """``python -m gbair_nb influence``: TracIn scores of a ``train`` run, written as CSV files.
 
 Reads a folder written by ``python -m gbair_nb train --out DIR`` (``run.json``, ``checkpoints/``, ``data.json``,
-``corruption.csv``), rebuilds the data and the model, checks that the checkpoints were trained on exactly these
-(noisy) training labels, and writes into ``--out``:
+``splits.csv``, ``corruption.csv``), rebuilds the data and the model, checks everything the folder claims
+(:mod:`gbair_nb.runs`: the splits, the corruption table, each checkpoint's step, learning rate, fingerprint and
+digest) and that the checkpoints were trained on exactly these (noisy) training labels, and writes into ``--out``
+(the four files together, once all are computed; a failure leaves an older set there untouched):
 
 - ``proponents.csv`` / ``opponents.csv``: the top ``k`` training examples for every validation or test example
   (``--on``), one row per (example, rank). Columns ``test_id, test_text, test_label, test_pred, train_id,
@@ -14,8 +16,9 @@ Reads a folder written by ``python -m gbair_nb train --out DIR`` (``run.json``, 
 - ``self_influence.csv``: every training example, most suspect first — ``id, text, noisy_label, label,
   is_corrupted, self_influence, rank`` (rank 1 = highest self-influence = most likely mislabeled). Always the dot
   variant: under ``cosine`` every gradient has unit length and self-influence is the same for every example.
-- ``influence.json``: the arguments, sizes, timing and how well self-influence ranks the corrupted labels
-  (:func:`gbair_nb.recovery.detection_metrics`; the truth is known because the run corrupted the labels itself).
+- ``influence.json``: the arguments, sizes, the dataset read, timing and how well self-influence ranks the
+  corrupted labels (:func:`gbair_nb.recovery.detection_metrics`; the truth is known because the run corrupted the
+  labels itself).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from pathlib import Path
 __all__ = ["add_arguments", "run", "OUTPUT_FILES"]
 
 OUTPUT_FILES = ("proponents.csv", "opponents.csv", "self_influence.csv", "influence.json")
-_RUN_FILES = ("run.json", "data.json", "corruption.csv")
+_RUN_FILES = ("run.json", "data.json", "splits.csv", "corruption.csv")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,14 +64,15 @@ def _check_run_dir(run_dir: Path) -> None:
     if missing:
         raise FileNotFoundError(f"--run {run_dir} is not a train run: it has no {', '.join(missing)} "
                                 f"(python -m gbair_nb train --out DIR writes them)")
-    record = json.loads((run_dir / "run.json").read_text())
-    files = [c.get("file") for c in record.get("checkpoints", [])]
-    if not files:
+    from .runs import checkpoint_path, read_record
+
+    record = read_record(run_dir)
+    if not record["checkpoints"]:
         raise ValueError(f"--run {run_dir} saved no checkpoints; TracIn needs at least one")
-    absent = [f for f in files if not f or not (run_dir / "checkpoints" / f).is_file()]
+    absent = [c["file"] for c in record["checkpoints"] if not checkpoint_path(run_dir, c["file"]).is_file()]
     if absent:
         raise FileNotFoundError(f"--run {run_dir}: checkpoint file(s) missing: {absent[:3]} "
-                                f"(expected under {run_dir / 'checkpoints'})")
+                                f"(expected under {run_dir / 'checkpoints'}); train again into an empty folder")
 
 
 def _tables(prop, opp, train_ds, corruption, variant: str, checkpoint):
@@ -103,15 +107,14 @@ def self_influence_table(train_ds, corruption, scores):
 
 
 def run(args: argparse.Namespace) -> int:
+    from .files import check_writable
+    from .runs import read_run_data
+
     run_dir: Path = args.run
     _check_run_dir(run_dir)
-    out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} exists and is not a directory")
-
-    from .cli import load_run_data
-
-    splits, corruption = load_run_data(run_dir)  # bad or changed data fails here, before torch is imported
+    out: Path = check_writable(args.out)
+    data = read_run_data(run_dir)  # bad or changed data fails here, before torch is imported
+    splits, corruption = data.splits, data.corruption
     noisy_train = splits.train.with_labels(corruption.noisy_labels)  # what the checkpoints were trained on
     on_ds = splits.val if args.on == "val" else splits.test
     if len(on_ds) == 0:
@@ -122,15 +125,10 @@ def run(args: argparse.Namespace) -> int:
     setup(quiet=True)
     from .influence import self_influence, top_influences
     from .recovery import detection_metrics
-    from .train import FingerprintError, load_run
+    from .train import load_run
 
     t0 = time.perf_counter()
-    r = load_run(run_dir, noisy_train)  # FingerprintError unless these are the labels it was trained on
-    for i, ck in enumerate(r.checkpoints):
-        if ck.fingerprint and ck.fingerprint != r.record["data"]["fingerprint"]:
-            raise FingerprintError(f"checkpoint {i} of {run_dir} was saved by another training run "
-                                   f"(fingerprint {ck.fingerprint[:12]}…, run.json says "
-                                   f"{r.record['data']['fingerprint'][:12]}…); retrain into an empty folder")
+    r = load_run(run_dir, noisy_train)  # every checkpoint checked; FingerprintError unless these are its labels
     opts = dict(checkpoints_used=args.checkpoints, batch_size=args.batch_size, max_length=r.config.max_length,
                 verbose=not args.quiet)
     t1 = time.perf_counter()
@@ -144,12 +142,8 @@ def run(args: argparse.Namespace) -> int:
     prop, opp = _tables(prop, opp, noisy_train, corruption, args.variant, checkpoint)
     self_table = self_influence_table(noisy_train, corruption, scores)
     detection = detection_metrics(scores, corruption.is_corrupted)
-    out.mkdir(parents=True, exist_ok=True)
-    prop.to_csv(out / "proponents.csv", index=False)
-    opp.to_csv(out / "opponents.csv", index=False)
-    self_table.to_csv(out / "self_influence.csv", index=False)
     summary = {
-        "run": str(run_dir), "on": args.on, "top_k": args.top_k, "variant": args.variant,
+        "run": str(run_dir), "dataset": data.dataset, "on": args.on, "top_k": args.top_k, "variant": args.variant,
         "checkpoints": args.checkpoints, "n_checkpoints_used": len(r.checkpoints) if args.checkpoints == "all" else 1,
         "n_train": len(noisy_train), f"n_{args.on}": len(on_ds), "fingerprint": r.record["data"]["fingerprint"],
         "class_names": list(noisy_train.class_names),
@@ -158,7 +152,13 @@ def run(args: argparse.Namespace) -> int:
         "seconds": {"load": round(t1 - t0, 3), "top_influences": round(t2 - t1, 3),
                     "self_influence": round(t3 - t2, 3)},
     }
-    (out / "influence.json").write_text(json.dumps(summary, indent=2))
+    from .files import atomic_path, staged_folder, write_atomic
+
+    with staged_folder(out, replaces=OUTPUT_FILES, last="influence.json") as stage:
+        for name, table in [("proponents.csv", prop), ("opponents.csv", opp), ("self_influence.csv", self_table)]:
+            with atomic_path(stage / name) as tmp:
+                table.to_csv(tmp, index=False)
+        write_atomic(stage / "influence.json", json.dumps(summary, indent=2))
     mistakes = int((prop.drop_duplicates("test_id")["test_label"] != prop.drop_duplicates("test_id")["test_pred"])
                    .sum())
     auroc = detection["auroc"]

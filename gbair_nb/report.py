@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
+import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -18,10 +19,18 @@ import pandas as pd
 
 from .recovery import SCENARIOS, SCORERS, Scenario, check_fix, gbair, make_scenario, train_clean_reference
 
-__all__ = ["run_recovery", "curve_frame", "plot_recovery_curves", "QUICK_SCENARIO", "add_arguments", "run"]
+__all__ = ["run_recovery", "curve_frame", "plot_recovery_curves", "QUICK_SCENARIO", "FILE_SCENARIO", "add_arguments",
+           "run"]
 
-# Quick mode: the same scenario, smaller (each training a few seconds on 2 cores)
+log = logging.getLogger(__name__)
+
+# Quick mode: the same scenario, smaller (each training a few seconds on 2 cores); a file is shrunk the same way
 QUICK_SCENARIO = {"n_train": 300, "n_val": 150, "n_test": 300}
+# A file in full mode: the default scenario's corruption and sizes, so it takes the time the built-in default takes
+FILE_SCENARIO = {**SCENARIOS["sms_spam"]}
+del FILE_SCENARIO["dataset"]
+# Work per round of each scorer besides its retraining, in trainings (TracIn passes, cleanlab's 3 folds at 2/3 size)
+_SCORING_TRAININGS = {"gbair": 0.5, "self_influence": 0.5, "grand": 0.5, "cleanlab": 2.0}
 
 
 def _json_safe(obj):
@@ -55,7 +64,17 @@ def run_recovery(scenario: Scenario, *, scorers: Sequence[str] = ("gbair", "rand
     from .train import TrainConfig, train
 
     compute = compute or LOCAL
-    check_fix(fix, scenario.splits.train)  # before the two trainings below, not after
+    # everything that can be wrong is found before the two trainings below, not after them
+    scorers = list(scorers)
+    if not scorers:
+        raise ValueError(f"no scorer given; use one or more of {', '.join(SCORERS)}")
+    unknown = [s for s in scorers if s not in SCORERS]
+    if unknown:
+        raise ValueError(f"unknown scorer {unknown[0]!r}; use one of {', '.join(SCORERS)} or 'all'")
+    n = len(scenario.splits.train)
+    if k is not None and not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and the training-set size {n}; got {k}")
+    check_fix(fix, scenario.splits.train)
     config = config or TrainConfig.default(seed=seed)
     config = replace(config, seed=seed)
     t0 = time.perf_counter()
@@ -63,10 +82,8 @@ def run_recovery(scenario: Scenario, *, scorers: Sequence[str] = ("gbair", "rand
     round0 = round0 if round0 is not None else train(scenario.train, config=config, step=compute.step, verbose=False)
     results = {}
     for name in scorers:
-        if name not in SCORERS:
-            raise ValueError(f"unknown scorer {name!r}; use one of {', '.join(SCORERS)} or 'all'")
         if verbose:
-            print(f"[{time.perf_counter() - t0:5.0f} s] recovery with scorer {name} …", file=sys.stderr, flush=True)
+            log.info(f"[{time.perf_counter() - t0:5.0f} s] recovery with scorer {name} …")
         rec = gbair(scenario, scorer=name, k=k, rounds=rounds, fix=fix, config=config, clean=clean, seed=seed,
                     options=options, round0=round0, patience=patience, compute=compute, verbose=verbose)
         results[name] = rec.summary()
@@ -131,8 +148,10 @@ def plot_recovery_curves(report: dict, *, metric: str = "test_macro_f1", ax=None
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .cli import _positive_int, _rate, add_data_arguments, add_method_arguments
 
-    add_data_arguments(parser, sizes_from="split size (default: the dataset's scenario in recovery.SCENARIOS; "
-                                          "quick mode 300/150/300)")
+    quick = "/".join(str(v) for v in QUICK_SCENARIO.values())
+    full = "/".join(str(FILE_SCENARIO[k]) for k in QUICK_SCENARIO)
+    add_data_arguments(parser, sizes_from=f"default: the dataset's scenario in recovery.SCENARIOS, {full} for a file, "
+                                          f"quick mode {quick}; a file too small for them: 60/20/20%%")
     g = parser.add_argument_group("corruption")
     g.add_argument("--corrupt", type=_rate, default=None, metavar="P",
                    help="corruption rate (default: the scenario's; 0.5 of the positives for sms_spam)")
@@ -153,26 +172,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="minilm (default), smollm2 (decoder LLM, verbalizer prompt tuning), or a local model folder")
 
 
-def _scenario_from_args(args, quick: bool) -> Scenario:
-    from .data import DATASETS
+def _scenario_from_args(args, quick: bool) -> tuple[Scenario, str]:
+    """The built-in dataset's scenario (or the default one, for a file), shrunk in quick mode, as the arguments say;
+    with a note of the sizes chosen."""
+    from .cli import SIZE_KEYS, choose_sizes, confuser_probs
+    from .data import load_dataset, split
 
-    spec = dict(SCENARIOS.get(args.dataset, {"dataset": args.dataset, "mode": "class_conditional", "p": 0.5,
-                                             "n_train": 0.6, "n_val": 0.2, "n_test": 0.2}))
-    if quick and args.dataset in DATASETS:
-        spec.update(QUICK_SCENARIO)
-    for key, arg in [("n_train", "n_train"), ("n_val", "n_val"), ("n_test", "n_test"), ("p", "corrupt"),
-                     ("mode", "mode")]:
+    spec = dict(SCENARIOS.get(args.dataset, {**FILE_SCENARIO, "dataset": args.dataset}))
+    ds = load_dataset(spec.pop("dataset"), text_col=args.text_col, label_col=args.label_col)
+    sizes, note = choose_sizes({k: getattr(args, k) for k in SIZE_KEYS}, len(ds),
+                               QUICK_SCENARIO if quick else {k: spec[k] for k in SIZE_KEYS})
+    spec.update(sizes)
+    for key, arg in [("p", "corrupt"), ("mode", "mode")]:
         if getattr(args, arg) is not None:
             spec[key] = getattr(args, arg)
-    dataset = spec.pop("dataset")
-    if dataset not in DATASETS:
-        from .data import load_dataset
+    probs = None
+    if spec["mode"] == "confusable" and spec["p"] > 0:  # the quick model `train --mode confusable` uses too
+        train = split(ds, **sizes, seed=args.seed).train  # the split make_scenario draws below
+        probs = confuser_probs(train.texts, train.labels, args.seed)
+    return make_scenario(ds, seed=args.seed, probs=probs, **spec), f"data: {args.dataset}; {note}"
 
-        dataset = load_dataset(dataset, text_col=args.text_col, label_col=args.label_col)
-    if spec.get("mode") == "confusable":
-        raise ValueError("--mode confusable needs a model's probabilities; use `train --mode confusable` "
-                         "or the Python API make_scenario(..., probs=...)")
-    return make_scenario(dataset, seed=args.seed, **spec)
+
+def _trainings(scorers: Sequence[str], rounds: int) -> float:
+    """At most how many trainings' worth of work a recovery is: clean + round 0, then each scorer's rounds."""
+    return 2 + sum(rounds * (1 + _SCORING_TRAININGS.get(s, 0.05)) for s in scorers)
 
 
 def _fmt(x) -> str:
@@ -181,17 +204,29 @@ def _fmt(x) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .cli import estimate_note, estimate_seconds
     from .config import quick_mode, setup
+    from .distributed import launched
+    from .files import check_writable
 
     quick = quick_mode(True) if args.quick else quick_mode()
     scorers = list(SCORERS) if args.scorer == "all" else [s.strip() for s in args.scorer.split(",") if s.strip()]
+    if not scorers:
+        raise ValueError(f"--scorer {args.scorer!r} names no scorer; give one or more of {', '.join(SCORERS)} "
+                         "(comma-separated) or 'all'")
     unknown = [s for s in scorers if s not in SCORERS]
     if unknown:
         raise ValueError(f"unknown scorer {unknown[0]!r}; use one of {', '.join(SCORERS)} or 'all'")
     out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} exists and is not a directory")
-    scenario = _scenario_from_args(args, quick)
+    if not launched() or os.environ.get("RANK") == "0":  # only rank 0 writes (docs/distributed.md)
+        check_writable(out)
+    scenario, data_note = _scenario_from_args(args, quick)
+    n_train = len(scenario.splits.train)
+    if args.k is not None and args.k > n_train:
+        raise ValueError(f"--k {args.k} is more than the {n_train} training examples; choose --k of at most "
+                         f"{n_train} (or a larger --n-train)")
+    check_fix(args.fix, scenario.splits.train)
+    log.info(data_note)  # everything checked: now say what will run
     setup(quiet=True)
     from .cli import method_overrides
     from .train import TrainConfig
@@ -203,10 +238,16 @@ def run(args: argparse.Namespace) -> int:
         overrides.update(method_options=task_options(scenario.splits.train), batch_size=8)
     config = TrainConfig.for_method(args.method, quick=quick, **overrides)  # each method its own learning rate
     rounds = args.rounds or (2 if quick else 5)
-    print(f"scenario {scenario.name}: {scenario.splits.sizes()}, {scenario.corruption.n_corrupted} corrupted "
-          f"training labels; scorers {', '.join(scorers)}; quick mode {'on' if quick else 'off'}", file=sys.stderr)
+    log.info(f"scenario {scenario.name}: {scenario.splits.sizes()}, {scenario.corruption.n_corrupted} corrupted "
+             f"training labels; scorers {', '.join(scorers)}; quick mode {'on' if quick else 'off'}")
+    trainings = _trainings(scorers, rounds)
+    note = estimate_note(estimate_seconds(n_train, config, trainings=trainings),
+                         f"at most {trainings:.0f} trainings' worth of work ({rounds} rounds × {len(scorers)} "
+                         f"scorers; rounds without a validation gain stop early)")
+    if note:
+        log.info(note)
     from .distributed import job
-    from .files import figure_bytes, write_atomic
+    from .files import figure_bytes, staged_folder, write_atomic
 
     with job() as j:  # under torchrun / accelerate launch: one process of several (docs/distributed.md)
         report = run_recovery(scenario, scorers=scorers, k=args.k, rounds=rounds, fix=args.fix, config=config,
@@ -214,8 +255,6 @@ def run(args: argparse.Namespace) -> int:
                               verbose=not args.quiet and j.is_main)
         if not j.agree(report):  # every rank finished with the same flagged ids; only rank 0 writes
             return 0
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "report.json", json.dumps(report, indent=2))  # whole or not at all
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,8 +262,11 @@ def run(args: argparse.Namespace) -> int:
 
     ax = plot_recovery_curves(report)
     ax.figure.tight_layout()
-    write_atomic(out / "recovery_curve.png", figure_bytes(ax.figure, dpi=120))
+    png = figure_bytes(ax.figure, dpi=120)
     plt.close(ax.figure)
+    with staged_folder(out, replaces=["report.json", "recovery_curve.png"], last="report.json") as stage:
+        write_atomic(stage / "recovery_curve.png", png)
+        write_atomic(stage / "report.json", json.dumps(report, indent=2))  # whole or not at all
     print(f"clean macro-F1 {report['clean']['test_macro_f1']:.3f}, corrupted {report['corrupted']['test_macro_f1']:.3f}")
     for name, res in report["scorers"].items():
         fin = next(r for r in res["rounds"] if r["round"] == res["final_round"])

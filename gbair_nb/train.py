@@ -4,6 +4,7 @@
 and the same checkpoints. It saves ``n_checkpoints`` snapshots of the *trainable* tensors only (a few kB each for
 prompt tuning), each with the learning rates in force when it was saved — exactly what TracIn needs. Each checkpoint
 also carries a fingerprint of the training texts and labels, so influence is never computed against other data.
+The files (safetensors, never pickle) and how a run folder is read back and checked are :mod:`gbair_nb.runs`.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +26,9 @@ from tqdm.auto import tqdm
 from .config import device as default_device
 from .config import quick_mode, set_seed
 from .data import TextDataset
+from .files import staged_folder, write_atomic
 from .pet import batches, head_names, load_trainable_state, make_model, trainable_names, trainable_state
+from .runs import TRAIN_FILES, read_checkpoint, save_checkpoint
 
 __all__ = ["TrainConfig", "Checkpoint", "Run", "Metrics", "train", "evaluate", "predict_proba", "load_run",
            "FingerprintError", "forward_backward", "micro_batches", "micro_gradient", "set_gradients", "MICRO_BATCH"]
@@ -42,6 +45,9 @@ class TrainConfig:
     ``lr`` is the rate of the PET parameters (soft prompt, adapters), ``lr_head`` the classifier head's.
     The schedule warms up over ``warmup`` of the steps, then decays linearly to ``final_lr_ratio`` × peak
     (not to zero: the last checkpoint must keep a weight in TracIn).
+
+    A field added in a later version must default to the behaviour from before it existed (``None`` = off) and be
+    listed in :data:`ADDED_FIELDS`, so that :meth:`from_record` can read the run records of older versions.
     """
 
     method: str = "prompt_tuning"
@@ -69,6 +75,44 @@ class TrainConfig:
         return cls(**base)
 
     @classmethod
+    def from_record(cls, record: dict) -> "TrainConfig":
+        """The config of a run record (``run.json``'s ``"config"``), from this version or an older or newer one.
+
+        - a field the record lacks takes the value in :data:`ADDED_FIELDS` (what training did before that field
+          existed); lacking any other field, the record is incomplete and refused: a default would be a guess;
+        - a key this version does not know is dropped with a warning when its value is ``None`` (a switch that is
+          off changes nothing); any other value is refused, since training used something this version cannot do;
+        - a value of the wrong type is refused.
+        """
+        if not isinstance(record, dict):
+            raise ValueError(f"the config must be a JSON object of TrainConfig fields; got {type(record).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        values = {}
+        for name, f in known.items():
+            if name in record:
+                values[name] = record[name]
+            elif name in ADDED_FIELDS:
+                values[name] = ADDED_FIELDS[name]
+            else:
+                raise ValueError(f"the config has no {name!r}, which every gbair_nb version records: the record is "
+                                 "incomplete; restore it or retrain")
+            default = f.default if f.default_factory is MISSING else f.default_factory()
+            kind = (int, float) if isinstance(default, float) else type(default)
+            value = values[name]
+            if default is not None and value is not None and (
+                    not isinstance(value, kind) or isinstance(value, bool) != isinstance(default, bool)):
+                raise ValueError(f"the config's {name!r} is {value!r}, not {type(default).__name__}; "
+                                 "restore the record or retrain")
+        for name in sorted(set(record) - set(known)):
+            if record[name] is not None:
+                raise ValueError(f"the config sets {name!r} = {record[name]!r}, which this version of gbair_nb does "
+                                 "not know, so it cannot rebuild that run faithfully: use the gbair_nb version that "
+                                 "trained it, or retrain")
+            warnings.warn(f"the config's {name!r} is unknown to this version of gbair_nb; it is None (off), so it "
+                          "is dropped", UserWarning, stacklevel=2)
+        return cls(**values)
+
+    @classmethod
     def default(cls, **overrides) -> "TrainConfig":
         """Full or quick defaults, whichever mode is on."""
         return cls.quick(**overrides) if quick_mode() else cls(**overrides)
@@ -87,6 +131,11 @@ class TrainConfig:
         base.update(overrides)
         return cls.quick(**base) if quick else cls(**base)
 
+
+# Fields added after the first run-record format, with the value that reproduces training from before they existed
+ADDED_FIELDS: dict[str, Any] = {
+    "gmt": None,  # gradient-mask tuning: off
+}
 
 # Learning rate and options per PET method (full mode; the head's rate is TrainConfig.lr_head)
 METHOD_DEFAULTS: dict[str, dict] = {
@@ -111,9 +160,9 @@ class Checkpoint:
     fingerprint: str = ""
 
     def load_state(self):
+        """The trainable tensors, name → tensor (read from ``path`` the first time; no pickle is ever run)."""
         if self.state is None:
-            blob = torch.load(self.path, map_location="cpu", weights_only=True)
-            self.state = blob["state"]
+            self.state = read_checkpoint(self.path)["state"]
         return self.state
 
 
@@ -305,7 +354,8 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
         train_ds: the training set; its labels are the ones learned (pass ``ds.with_labels(noisy)`` for noise).
         val: evaluated after every epoch (accuracy and macro-F1 go into the run record).
         config: a :class:`TrainConfig`; default ``TrainConfig.default()`` (quick or full mode).
-        out_dir: where to write ``run.json``, ``timing.json`` and ``checkpoints/ckpt_*.pt``; None keeps them
+        out_dir: where to write ``run.json``, ``timing.json`` and ``checkpoints/ckpt_NN.safetensors``, all
+            together once training has finished (an interrupted run leaves the folder as it was); None keeps them
             in memory.
         model, tokenizer: continue from this model (warm start) instead of building a new one.
         step: how one batch becomes gradients (:func:`forward_backward`; the distributed job passes its own).
@@ -348,8 +398,6 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
     save_at = _checkpoint_steps(steps_per_epoch, config.epochs, config.n_checkpoints)
     fingerprint = train_ds.fingerprint()
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
 
     masker = None
     if config.gmt is not None:
@@ -396,13 +444,9 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
                 lrs = {name: float(factor(step - 1) * g["lr"]) for g in groups for name in g["names"]}
                 ckpt = Checkpoint(path=None, lr=float(factor(step - 1) * config.lr), lrs=lrs, epoch=epoch + 1,
                                   step=step, state=trainable_state(model), fingerprint=fingerprint)
-                if out is not None:
-                    ckpt.path = out / "checkpoints" / f"ckpt_{len(checkpoints):02d}.pt"
-                    torch.save({"state": ckpt.state, "lr": ckpt.lr, "lrs": ckpt.lrs, "epoch": ckpt.epoch,
-                                "step": ckpt.step, "fingerprint": fingerprint}, ckpt.path)
                 checkpoints.append(ckpt)
-                record["checkpoints"].append({"file": ckpt.path.name if ckpt.path else None, "lr": ckpt.lr,
-                                              "epoch": ckpt.epoch, "step": ckpt.step})
+                name = f"ckpt_{len(checkpoints) - 1:02d}.safetensors" if out is not None else None
+                record["checkpoints"].append({"file": name, "lr": ckpt.lr, "epoch": ckpt.epoch, "step": ckpt.step})
         model.eval()
         entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
         if val is not None:
@@ -417,10 +461,22 @@ def train(train_ds: TextDataset, *, val: TextDataset | None = None, config: Trai
     model.eval()
     run = Run(model, tokenizer, config, checkpoints, record, out, list(train_ds.class_names))
     if out is not None:
-        (out / "run.json").write_text(json.dumps(record, indent=2))
-        (out / "timing.json").write_text(json.dumps(timing, indent=2))
+        _save_run(out, record, timing, checkpoints)
     run.timing = timing  # wall-clock seconds are kept apart from the (repeatable) record
     return run
+
+
+def _save_run(out: Path, record: dict, timing: dict, checkpoints: list[Checkpoint]) -> None:
+    """Write the run into ``out`` as one set: it replaces a previous run's files there, ``run.json`` last."""
+    with staged_folder(out, replaces=TRAIN_FILES, last="run.json") as stage:
+        for ckpt, entry in zip(checkpoints, record["checkpoints"]):
+            entry["digest"] = save_checkpoint(stage / "checkpoints" / entry["file"], ckpt.state, lr=ckpt.lr,
+                                              lrs=ckpt.lrs, epoch=ckpt.epoch, step=ckpt.step,
+                                              fingerprint=ckpt.fingerprint)
+        write_atomic(stage / "run.json", json.dumps(record, indent=2))
+        write_atomic(stage / "timing.json", json.dumps(timing, indent=2))
+    for ckpt, entry in zip(checkpoints, record["checkpoints"]):
+        ckpt.path = out / "checkpoints" / entry["file"]
 
 
 @torch.no_grad()
@@ -460,28 +516,8 @@ def evaluate(run: Run, ds: TextDataset, *, batch_size: int = 64) -> Metrics:
 
 
 def load_run(out_dir: str | Path, train_ds: TextDataset | None = None, *, load: int | None = -1) -> Run:
-    """Rebuild a :class:`Run` from ``out_dir`` (written by :func:`train`).
+    """Rebuild a :class:`Run` from ``out_dir`` (written by :func:`train`), every file checked: see
+    :func:`gbair_nb.runs.load_run`. Pass ``train_ds`` to refuse other data (:class:`FingerprintError`)."""
+    from . import runs
 
-    The model is rebuilt from the recorded config and checkpoint ``load`` (default: the last) is loaded into it.
-    Pass ``train_ds`` to check that it is the data the run was trained on; other data is refused with a
-    :class:`FingerprintError`.
-    """
-    out = Path(out_dir)
-    if not (out / "run.json").exists():
-        raise FileNotFoundError(f"{out} has no run.json: train first (python -m gbair_nb train --out {out})")
-    record = json.loads((out / "run.json").read_text())
-    config = TrainConfig(**record["config"])
-    checkpoints = []
-    for c in record["checkpoints"]:
-        blob = torch.load(out / "checkpoints" / c["file"], map_location="cpu", weights_only=True)
-        checkpoints.append(Checkpoint(out / "checkpoints" / c["file"], blob["lr"], blob["lrs"], blob["epoch"],
-                                      blob["step"], blob["state"], blob["fingerprint"]))
-    model, tokenizer = make_model(config.method, num_labels=len(record["data"]["class_names"]),
-                                  backbone=config.backbone, seed=config.seed, **config.method_options)
-    model.to(default_device())
-    run = Run(model, tokenizer, config, checkpoints, record, out, record["data"]["class_names"])
-    if train_ds is not None:
-        run.check_data(train_ds)
-    if load is not None and checkpoints:
-        run.load_checkpoint(load)
-    return run
+    return runs.load_run(out_dir, train_ds, load=load)

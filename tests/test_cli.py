@@ -35,7 +35,7 @@ def test_train_writes_run_corruption_and_metrics(tmp_path):
     assert "Traceback" not in r.stderr and "test accuracy" in r.stdout
     record = json.loads((out / "run.json").read_text())
     assert record["data"]["n"] == 40 and record["config"]["seed"] == 1 and record["config"]["epochs"] == 2
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt_00.pt", "ckpt_01.pt"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt_00.safetensors", "ckpt_01.safetensors"]
     table = pd.read_csv(out / "corruption.csv")
     assert list(table.columns[:4]) == ["id", "label", "noisy_label", "is_corrupted"] and len(table) == 40
     assert table["is_corrupted"].sum() == 10
@@ -88,6 +88,9 @@ BAD = {
     "bad mode": (["--mode", "sideways"], "invalid choice"),
     "bad GMT ratio": (["--method", "full", "--gmt", "0"], "must be in (0, 1]"),
     "no --out": (None, "required: --out"),
+    "negative seed": (["--seed", "-1"], "--seed"),
+    "seed too large for numpy": (["--seed", str(2**64)], "--seed"),
+    "seed not a number": (["--seed", "x"], "--seed"),
 }
 
 
@@ -129,3 +132,89 @@ def test_registered_subcommands_load_and_reject_bad_input(tmp_path, capsys):
         assert run_main(["recover", "--dataset", "imdb", "--backbone", "tiny", "--out", str(tmp_path / "r")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: unknown dataset 'imdb'") and err.count("\n") == 1
+
+
+def test_sizes_and_a_time_estimate_are_said_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GBAIR_QUICK", "0")  # full mode: a big file is capped at FULL_SIZES
+    f = tmp_path / "mine.csv"
+    rows = [(f"great film number {i}", "pos") if i % 2 else (f"dull film number {i}", "neg") for i in range(3000)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(f, index=False)
+    code = cli.main(["train", "--dataset", str(f), "--backbone", "tiny", "--epochs", "1", "--out",
+                     str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    sizes = {k: cli.FULL_SIZES[k] for k in ("n_train", "n_val", "n_test")}
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["split_sizes"] == {
+        "train": sizes["n_train"], "val": sizes["n_val"], "test": sizes["n_test"]}  # capped, not 60/20/20 of 3000
+    assert "--n-train" in err and "estimate" in err
+
+
+def test_choose_sizes_caps_big_files_and_keeps_fractions_for_small_ones():
+    caps = {"n_train": 400, "n_val": 200, "n_test": 500}
+    none = {"n_train": None, "n_val": None, "n_test": None}
+    assert cli.choose_sizes(none, 9173, caps)[0] == caps
+    assert cli.choose_sizes(none, 1000, caps)[0] == {"n_train": 0.6, "n_val": 0.2, "n_test": 0.2}
+    assert cli.choose_sizes({**none, "n_train": 50}, 9173, caps)[0] == {**caps, "n_train": 50}
+    for sizes, note in [cli.choose_sizes(none, 9173, caps), cli.choose_sizes(none, 100, caps)]:
+        assert "--n-train" in note
+
+
+def test_out_that_cannot_be_written_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    import gbair_nb.train as train_module
+
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: pytest.fail("trained before checking --out"))
+    (tmp_path / "file").write_text("in the way")
+    code = run_main(["train", *TINY, "--out", str(tmp_path / "file" / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --out") and err.count("\n") == 1, err
+
+
+def _files(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_interrupted_train_keeps_the_old_run_whole(tmp_path, monkeypatch, capsys):
+    import gbair_nb.train as train_module
+
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY, "--seed", "1", "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")  # not a run file: never touched
+    before = _files(out)
+    real, calls = train_module.set_gradients, []
+
+    def interrupted(model, parts):  # Ctrl-C in the second epoch (one call per step), after a checkpoint was saved
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(model, parts)
+
+    monkeypatch.setattr(train_module, "set_gradients", interrupted)
+    assert cli.main(["train", *TINY, "--seed", "2", "--out", str(out)]) == 130
+    assert len(calls) == 4
+    assert _files(out) == before  # the old run, whole: no new data.json beside the old run.json, no temp files
+
+
+def test_train_into_an_old_run_replaces_it_whole(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY[:-1], "3", "--seed", "1", "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert cli.main(["train", *TINY, "--seed", "2", "--out", str(out)]) == 0
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert names == ["checkpoints/ckpt_00.safetensors", "checkpoints/ckpt_01.safetensors", "corruption.csv",
+                     "data.json", "notes.txt", "run.json", "splits.csv", "test_metrics.json",
+                     "test_predictions.csv", "timing.json"]
+    assert json.loads((out / "data.json").read_text())["seed"] == 2
+    from gbair_nb.train import load_run
+
+    split_back, corruption = cli.load_run_data(out)
+    load_run(out, split_back.train.with_labels(corruption.noisy_labels), load=None)  # one run, checked whole
+
+
+def test_progress_is_logged_to_stderr_unless_quiet(tmp_path, capsys):
+    import logging
+
+    assert cli.main(["train", *[a for a in TINY if a != "--quiet"], "--out", str(tmp_path / "a")]) == 0
+    assert "sizes" in capsys.readouterr().err
+    assert cli.main(["train", *TINY, "--out", str(tmp_path / "b")]) == 0
+    assert "sizes" not in capsys.readouterr().err
+    assert not [h for h in logging.getLogger("gbair_nb").handlers if not isinstance(h, logging.NullHandler)]

@@ -239,3 +239,66 @@ def test_split_tiny_dataset_that_fits():
     used = np.concatenate([s.train.ids, s.val.ids, s.test.ids])
     assert len(set(used.tolist())) == 6
     assert (s.train.class_counts() >= 1).all()
+
+
+# ---------------------------------------------------------------------------------- a dataset owns its data
+def test_a_dataset_does_not_follow_later_edits_of_the_dataframe():
+    df = pd.DataFrame({"id": [10, 20, 30, 40], "text": ["a", "b", "c", "d"], "label": [0, 1, 0, 1],
+                       "score": [0.1, 0.2, 0.3, 0.4]})
+    ds = load_dataset(df, id_col="id")
+    fp = ds.fingerprint()
+    df.loc[0, "label"] = 1
+    df.loc[0, "id"] = 99
+    df.loc[0, "text"] = "changed"
+    df.loc[0, "score"] = 9.0
+    assert ds.labels.tolist() == [0, 1, 0, 1] and ds.ids.tolist() == [10, 20, 30, 40] and ds.texts[0] == "a"
+    assert ds.extra["score"].tolist() == [0.1, 0.2, 0.3, 0.4] and ds.fingerprint() == fp
+
+
+def test_a_datasets_arrays_are_read_only():
+    labels = np.array([0, 1, 0, 1])
+    ds = TextDataset(np.arange(4), ["a", "b", "c", "d"], labels, ["x", "y"])
+    labels[0] = 1  # the caller's array is copied
+    assert ds.labels[0] == 0
+    with pytest.raises(ValueError, match="read-only"):
+        ds.labels[0] = 1
+    with pytest.raises(ValueError, match="read-only"):
+        ds.ids[0] = 7
+    noisy = ds.with_labels([1, 1, 0, 1])  # the way to change labels: a new dataset
+    assert noisy.labels.tolist() == [1, 1, 0, 1] and ds.labels.tolist() == [0, 1, 0, 1]
+    flipped = ds.labels.copy()
+    flipped[0] = 1  # a copy is the caller's to change
+    assert ds.labels[0] == 0
+
+
+# -------------------------------------------------------------------------------- Hugging Face datasets
+def _hf():
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    train = datasets.Dataset.from_dict({"sentence": ["good", "bad", "fine", "awful"], "label": [1, 0, 1, 0]},
+                                       features=features)
+    test = datasets.Dataset.from_dict({"sentence": ["nice", "nasty"], "label": [1, 0]}, features=features)
+    return datasets, datasets.DatasetDict({"train": train, "test": test})
+
+
+def test_class_label_names_are_kept():
+    _, dd = _hf()
+    ds = load_dataset(dd["train"], text_col="sentence")
+    assert ds.class_names == ["negative", "positive"] and ds.labels.tolist() == [1, 0, 1, 0]
+
+
+def test_a_dataset_dict_needs_a_split():
+    datasets, dd = _hf()
+    msg = _one_error(load_dataset, dd, text_col="sentence", match="split=")
+    assert "'train'" in msg and "'test'" in msg
+    ds = load_dataset(dd, split="test", text_col="sentence")
+    assert ds.texts == ["nice", "nasty"] and ds.class_names == ["negative", "positive"]
+    _one_error(load_dataset, dd, split="validation", text_col="sentence", match="'validation'.*'train'")
+    one = datasets.DatasetDict({"train": dd["train"]})
+    assert len(load_dataset(one, text_col="sentence")) == 4  # a single split needs no name
+
+
+def test_an_iterable_dataset_is_refused_with_what_to_do():
+    _, dd = _hf()
+    _one_error(load_dataset, dd["train"].to_iterable_dataset(), text_col="sentence", match="IterableDataset.*take")

@@ -121,6 +121,7 @@ def test_bad_run_is_one_line_and_exit_2(case, train_run, tmp_path, capsys):
         else:  # one training label changed after training: not the data the checkpoints learned from
             table = pd.read_csv(bad / "corruption.csv")
             table.loc[0, "noisy_label"] = 1 - table.loc[0, "noisy_label"]
+            table["is_corrupted"] = table["label"] != table["noisy_label"]  # consistent: only the fingerprint knows
             table.to_csv(bad / "corruption.csv", index=False)
     code = cli.main(["influence", "--run", str(bad), "--quiet", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
@@ -136,3 +137,30 @@ def test_bad_run_end_to_end_has_no_traceback(tmp_path):
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     r = gbair("influence", "--run", tmp_path, "--on", "train", "--out", tmp_path / "o")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "invalid choice" in r.stderr
+
+
+def test_out_that_cannot_be_written_is_refused_before_computing(train_run, tmp_path, monkeypatch, capsys):
+    import gbair_nb.influence as influence
+
+    monkeypatch.setattr(influence, "top_influences", lambda *a, **k: pytest.fail("computed before checking --out"))
+    (tmp_path / "file").write_text("in the way")
+    code = cli.main(["influence", "--run", str(train_run), "--quiet", "--out", str(tmp_path / "file" / "inf")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --out") and err.count("\n") == 1, err
+
+
+def test_a_failed_write_leaves_the_old_outputs_whole(train_run, influence_out, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "inf"
+    shutil.copytree(influence_out, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = pd.DataFrame.to_csv
+
+    def disk_full_on_the_third(self, path, *a, **k):  # proponents and opponents written, then the disk fills
+        if "self_influence" in str(path):
+            raise OSError(28, "No space left on device")
+        return real(self, path, *a, **k)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_full_on_the_third)
+    with pytest.raises(OSError):
+        cli.main(["influence", "--run", str(train_run), "--on", "test", "--top-k", "2", "--quiet", "--out", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old set whole, no temp files

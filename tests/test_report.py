@@ -107,6 +107,9 @@ def test_recover_cli_full_fine_tuning_with_gmt(tmp_path):
     (["--scorer", "magic"], "unknown scorer"),
     (["--dataset", "nope.csv"], "file not found"),
     (["--dataset", "tweets", "--fix", "flip"], "binary"),
+    (["--scorer", ","], "--scorer"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**64)], "--seed"),
 ])
 def test_recover_cli_bad_input_is_one_line(tmp_path, args, message):
     p = _cli("recover", "--quick", "--backbone", "tiny", *args, "--out", str(tmp_path / "x"), timeout=120)
@@ -114,6 +117,7 @@ def test_recover_cli_bad_input_is_one_line(tmp_path, args, message):
     assert "Traceback" not in p.stderr
     err = [l for l in p.stderr.splitlines() if l.startswith("error")]
     assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "x").exists()
 
 
 def test_run_recovery_reuses_clean_and_round0():
@@ -134,3 +138,130 @@ def test_run_recovery_reuses_clean_and_round0():
     with pytest.raises(Exception, match="fingerprint"):  # a round-0 run of other data is refused
         run_recovery(toy_scenario(p=0.1), scorers=["random"], k=3, rounds=1, config=TINY, clean=clean,
                      round0=round0, verbose=False)
+
+
+# ------------------------------------------------------------------------------- fail early; your own data
+class Stop(Exception):
+    """Raised by a stand-in for run_recovery: the scenario was built, nothing was trained."""
+
+
+@pytest.fixture
+def scenario_of(monkeypatch, capsys):
+    """Run `recover` in-process up to the first training; return (scenario, kwargs, stderr)."""
+    from gbair_nb import cli, report as report_module
+    from gbair_nb import recovery
+
+    for module in (recovery, report_module):
+        monkeypatch.setattr(module, "train_clean_reference", lambda *a, **k: pytest.fail("trained"))
+
+    def fake(scenario, **kwargs):
+        raise Stop(scenario, kwargs)
+
+    monkeypatch.setattr(report_module, "run_recovery", fake)
+
+    def go(*args):  # the default backbone (MiniLM) is never loaded: nothing trains
+        capsys.readouterr()
+        with pytest.raises(Stop) as info:
+            cli.main(["recover", *map(str, args)])
+        return (*info.value.args, capsys.readouterr().err)
+
+    return go
+
+
+def _user_csv(path: Path, n: int) -> Path:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, n)
+    words = [["awful", "terrible", "nasty"], ["great", "lovely", "superb"]]
+    texts = [" ".join(rng.choice(words[c], 3)) + f" {i}" for i, c in enumerate(labels)]
+    import pandas as pd
+
+    pd.DataFrame({"text": texts, "label": np.where(labels == 1, "pos", "neg")}).to_csv(path, index=False)
+    return path
+
+
+def test_quick_mode_shrinks_a_file_as_it_shrinks_the_built_ins(scenario_of, tmp_path):
+    from gbair_nb.report import QUICK_SCENARIO
+
+    f = _user_csv(tmp_path / "big.csv", 9173)
+    sc, _, err = scenario_of("--dataset", f, "--quick", "--out", tmp_path / "r")
+    builtin, _, _ = scenario_of("--quick", "--out", tmp_path / "r")
+    want = {"train": QUICK_SCENARIO["n_train"], "val": QUICK_SCENARIO["n_val"], "test": QUICK_SCENARIO["n_test"]}
+    assert sc.splits.sizes() == builtin.splits.sizes() == want
+    assert "--n-train" in err and "estimate" in err
+
+
+def test_full_mode_caps_a_big_file_at_the_default_scenario(scenario_of, tmp_path, monkeypatch):
+    from gbair_nb.recovery import SCENARIOS
+
+    monkeypatch.setenv("GBAIR_QUICK", "0")
+
+    f = _user_csv(tmp_path / "big.csv", 9173)
+    sc, _, err = scenario_of("--dataset", f, "--out", tmp_path / "r")
+    default = SCENARIOS["sms_spam"]
+    assert sc.splits.sizes() == {"train": default["n_train"], "val": default["n_val"], "test": default["n_test"]}
+    # stratified: the training split keeps the file's class balance
+    share = np.bincount(sc.splits.train.labels) / len(sc.splits.train)
+    import pandas as pd
+
+    whole = pd.read_csv(f)["label"].value_counts(normalize=True).sort_index().to_numpy()
+    assert np.allclose(share, whole, atol=0.01)
+    assert "--n-train" in err and "estimate" in err
+    small = _user_csv(tmp_path / "small.csv", 200)
+    sc, _, _ = scenario_of("--dataset", small, "--quick", "--out", tmp_path / "r")
+    assert sc.splits.sizes() == {"train": 120, "val": 40, "test": 40}  # a small file: 60/20/20 of it
+
+
+def test_confusable_corruption_uses_the_tfidf_confuser(scenario_of, tmp_path):
+    from gbair_nb import cli
+    from gbair_nb.data import corrupt
+
+    sc, _, _ = scenario_of("--mode", "confusable", "--corrupt", "0.2", "--dataset", "tweets", "--fix", "predict",
+                           "--quick", "--out", tmp_path / "r")
+    train = sc.splits.train
+    assert sc.corruption.mode == "confusable" and sc.corruption.n_corrupted == round(0.2 * len(train))
+    probs = cli.confuser_probs(train.texts, train.labels, 0)
+    want = corrupt(train.labels, p=0.2, mode="confusable", seed=0, probs=probs)
+    assert np.array_equal(sc.corruption.noisy_labels, want.noisy_labels)
+
+
+def test_k_larger_than_the_training_set_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    from gbair_nb import cli, recovery, report as report_module
+
+    for module in (recovery, report_module):
+        monkeypatch.setattr(module, "train_clean_reference", lambda *a, **k: pytest.fail("trained"))
+    code = cli.main(["recover", "--backbone", "tiny", "--quick", "--n-train", "60", "--n-val", "30", "--n-test",
+                     "30", "--k", "61", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --k 61") and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_out_that_cannot_be_written_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    from gbair_nb import cli, recovery, report as report_module
+
+    for module in (recovery, report_module):
+        monkeypatch.setattr(module, "train_clean_reference", lambda *a, **k: pytest.fail("trained"))
+    (tmp_path / "file").write_text("in the way")
+    code = cli.main(["recover", "--backbone", "tiny", "--quick", "--out", str(tmp_path / "file" / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --out") and err.count("\n") == 1, err
+
+
+def test_run_recovery_checks_scorers_and_k_before_training(monkeypatch):
+    from gbair_nb import recovery, report as report_module
+
+    for module in (recovery, report_module):
+        monkeypatch.setattr(module, "train_clean_reference", lambda *a, **k: pytest.fail("trained"))
+    for kwargs, message in [({"scorers": []}, "no scorer"), ({"scorers": ["magic"]}, "unknown scorer"),
+                            ({"k": 41}, "k must be")]:
+        with pytest.raises(ValueError, match=message):
+            run_recovery(toy_scenario(), config=TINY, verbose=False, **kwargs)
+
+
+def test_progress_goes_to_logging_not_print(caplog, capsys):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="gbair_nb"):
+        run_recovery(toy_scenario(), scorers=["random"], k=3, rounds=1, config=TINY, verbose=True)
+    assert any("recovery with scorer random" in r.getMessage() for r in caplog.records)
+    assert "recovery with scorer" not in capsys.readouterr().err

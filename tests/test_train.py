@@ -1,11 +1,13 @@
 """gbair_nb.train on the tiny random backbone: learning, checkpoints with learning rates, fingerprints, repeatability."""
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 
 from gbair_nb.pet import head_names, trainable_names
+from gbair_nb.runs import read_checkpoint
 from gbair_nb.train import FingerprintError, TrainConfig, _schedule, evaluate, load_run, train
 
 CONFIG = dict(backbone="tiny", epochs=4, batch_size=8, lr=5e-2, lr_head=5e-2, max_length=24,
@@ -31,11 +33,11 @@ def test_checkpoints_and_learning_rates_are_saved(trained):
     assert [c.epoch for c in run.checkpoints] == [1, 2, 3, 4]  # one per epoch by default
     assert [c.step for c in run.checkpoints] == [8, 16, 24, 32]  # 64 examples / batch 8
     files = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert files == [f"ckpt_{i:02d}.pt" for i in range(4)]
+    assert files == [f"ckpt_{i:02d}.safetensors" for i in range(4)]
     assert (out / "run.json").exists() and (out / "timing.json").exists()
     heads = set(head_names(run.model))
     for c in run.checkpoints:
-        blob = torch.load(c.path, weights_only=True)
+        blob = read_checkpoint(c.path)
         assert list(blob["state"]) == trainable_names(run.model)  # trainable tensors only
         assert set(c.lrs) == set(trainable_names(run.model))  # a rate per parameter name
         assert blob["lrs"] == c.lrs and blob["fingerprint"] == small_fp(run)
@@ -70,14 +72,14 @@ def test_same_seed_same_run(small_sms, trained, tmp_path):
     train(small_sms, val=small_sms, config=TrainConfig(**CONFIG), out_dir=tmp_path, verbose=False)
     assert (tmp_path / "run.json").read_text() == (out_a / "run.json").read_text()
     for i in range(4):
-        a = torch.load(out_a / "checkpoints" / f"ckpt_{i:02d}.pt", weights_only=True)
-        b = torch.load(tmp_path / "checkpoints" / f"ckpt_{i:02d}.pt", weights_only=True)
+        a = read_checkpoint(out_a / "checkpoints" / f"ckpt_{i:02d}.safetensors")
+        b = read_checkpoint(tmp_path / "checkpoints" / f"ckpt_{i:02d}.safetensors")
         assert a["lrs"] == b["lrs"]
         assert all(torch.equal(a["state"][n], b["state"][n]) for n in a["state"])  # bitwise
     other = train(small_sms, config=TrainConfig(**{**CONFIG, "seed": 1, "epochs": 1}), verbose=False)
     first = trainable_names(other.model)[0]
     assert not torch.equal(other.checkpoints[0].state[first],
-                           torch.load(out_a / "checkpoints" / "ckpt_00.pt", weights_only=True)["state"][first])
+                           read_checkpoint(out_a / "checkpoints" / "ckpt_00.safetensors")["state"][first])
 
 
 def test_evaluate_matches_a_hand_computation(trained, small_sms):
@@ -115,3 +117,34 @@ def test_for_method_gives_each_method_its_rate_and_keeps_the_defaults():
             assert c.method == method and c.lr == METHOD_DEFAULTS[method]["lr"] and c.seed == 3
             assert c.method_options == METHOD_DEFAULTS[method]["method_options"]
             assert c.epochs == (TrainConfig.quick().epochs if quick else TrainConfig().epochs)
+
+
+# ------------------------------------------------------------------------------------ old and new run records
+def test_from_record_reads_todays_record_back(trained):
+    run, _ = trained
+    assert TrainConfig.from_record(run.record["config"]) == run.config
+
+
+def test_from_record_fills_a_field_added_later_with_the_behaviour_before_it():
+    old = asdict(TrainConfig(**CONFIG))
+    del old["gmt"]  # records written before gradient-mask tuning existed: no masking
+    assert TrainConfig.from_record(old).gmt is None
+
+
+def test_from_record_refuses_what_it_cannot_honour():
+    record = asdict(TrainConfig(**CONFIG))
+    with pytest.raises(ValueError, match="'lr'.*retrain"):  # every record has it: the default would be a guess
+        TrainConfig.from_record({k: v for k, v in record.items() if k != "lr"})
+    with pytest.raises(ValueError, match="'frobnicate'.*3"):
+        TrainConfig.from_record({**record, "frobnicate": 3})
+    with pytest.raises(ValueError, match="'epochs'.*'four'"):
+        TrainConfig.from_record({**record, "epochs": "four"})
+    with pytest.raises(ValueError, match="a JSON object"):
+        TrainConfig.from_record([record])
+
+
+def test_from_record_drops_an_unknown_switch_that_is_off():
+    record = asdict(TrainConfig(**CONFIG))
+    with pytest.warns(UserWarning, match="'new_switch'"):
+        config = TrainConfig.from_record({**record, "new_switch": None})
+    assert config == TrainConfig(**CONFIG)
