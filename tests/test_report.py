@@ -121,14 +121,14 @@ def test_recover_cli_bad_input_is_one_line(tmp_path, args, message):
 
 
 def test_run_recovery_reuses_clean_and_round0():
-    from gbair_nb.recovery import _evaluate
+    from gbair_nb.loop import round_metrics
     from gbair_nb.train import train
 
     sc = toy_scenario()
     clean = {"val_accuracy": 0.5, "val_macro_f1": 0.5, "test_accuracy": 0.5, "test_macro_f1": 0.5,
              "n_val_mistakes": 10}
     round0 = train(sc.train, config=TINY, verbose=False)
-    expected = _evaluate(round0, sc.splits.val, sc.splits.test)
+    expected = round_metrics(round0, sc.splits.val, sc.splits.test)
     rep = run_recovery(sc, scorers=["random"], k=3, rounds=1, config=TINY, clean=clean, round0=round0,
                        verbose=False)
     assert rep["clean"] == clean  # not retrained
