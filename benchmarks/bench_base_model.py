@@ -37,7 +37,6 @@ RECIPES = {
 
 
 def _metrics(run, ds) -> dict:
-    from sklearn.metrics import f1_score
 
     from gbair_nb.train import evaluate
 
@@ -58,7 +57,8 @@ def _tuned_f1(val_probs, val_labels, test_probs, test_labels) -> float:
 
 
 def run_row(recipe: str, scenario: str, seed: int, kind: str, p: float | None) -> dict:
-    from gbair_nb.recovery import SCENARIOS, default_k, make_scenario
+    from gbair_nb.loop import default_k
+    from gbair_nb.scenarios import SCENARIOS, make_scenario
     from gbair_nb.train import TrainConfig, train
 
     spec = dict(SCENARIOS[scenario])
@@ -123,7 +123,7 @@ def main() -> None:
 
         setup(quiet=True)
         done = {(r["recipe"], r["scenario"], r["p"], r["seed"], r["kind"]) for r in rows}
-        from gbair_nb.recovery import SCENARIOS
+        from gbair_nb.scenarios import SCENARIOS
 
         for scenario in args.scenarios.split(","):
             p = args.p if args.p is not None else SCENARIOS[scenario]["p"]

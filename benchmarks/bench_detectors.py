@@ -2,7 +2,7 @@
 
 A cell is (dataset, noise mode). For each cell and seed this trains the round-0 model on the noisy labels (the
 toolkit's default recipe, ``TrainConfig.for_method("prompt_tuning")``), lets every scorer in
-``gbair_nb.recovery.SCORERS`` rank the training set, and scores the ranking against the truth mask: AUROC, average
+``gbair_nb.scorers.SCORERS`` rank the training set, and scores the ranking against the truth mask: AUROC, average
 precision, precision@k (k = 4% of the training set, the loop's budget) and recall at 10% inspected. One JSON per
 (cell, seed) in ``benchmarks/results/detectors/``, so an interrupted run resumes; the summary prints mean ± the 95%
 interval (Student's t over seeds) per scorer and cell, and a Markdown heatmap-ready table.
@@ -34,7 +34,7 @@ METRICS = ("auprc", "auroc", "precision@k", "recall@10%")
 
 def make_cell(dataset: str, mode: str, seed: int, sizes: dict | None = None):
     """The scenario of a cell: the dataset's default sizes (or ``sizes``), the noise mode's corruption."""
-    from gbair_nb.recovery import SCENARIOS, make_scenario
+    from gbair_nb.scenarios import SCENARIOS, make_scenario
 
     spec = dict(SCENARIOS[dataset])
     spec.pop("dataset")
@@ -56,7 +56,8 @@ def run_cell(dataset: str, mode: str, seed: int, scorers: list[str], out: Path, 
              backbone: str = "minilm") -> dict:
     from gbair_nb.metrics import detection_metrics
     from gbair_nb.probe import probe_of
-    from gbair_nb.recovery import SCORERS, ScoreContext, default_k
+    from gbair_nb.scorers import SCORERS, ScoreContext
+    from gbair_nb.loop import default_k
     from gbair_nb.report import QUICK_SCENARIO
     from gbair_nb.train import TrainConfig, train
 
@@ -125,7 +126,7 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         from gbair_nb.config import setup
-        from gbair_nb.recovery import SCORERS
+        from gbair_nb.scorers import SCORERS
 
         setup(quiet=True)
         scorers = [s for s in SCORERS if s != "gbair"] if args.scorers == "all" else args.scorers.split(",")

@@ -34,7 +34,8 @@ def worker(n: int, repeats: int, batch_size: int) -> None:
     from gbair_nb import distributed as D
     from gbair_nb.config import setup
     from gbair_nb.data import load_dataset
-    from gbair_nb.pet import make_model, trainable_state
+    from gbair_nb.pet import trainable_state
+    from gbair_nb.models import make_model
 
     setup(quiet=True, threads=1)
     with D.job() as j:

@@ -194,7 +194,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     from gbair_nb.data import load_dataset
     from gbair_nb.influence import per_example_grads, top_influences, tracin
-    from gbair_nb.pet import make_model
+    from gbair_nb.models import make_model
 
     q = args.quick
     n_train = args.n_train or (96 if q else 512)
@@ -308,7 +308,7 @@ def main(argv=None) -> None:
         (f"fast per_example_grads unsorted, {loop_n} ex", t_unsorted, loop_n / t_unsorted),
         (f"loop per_example_grads, {loop_n} ex", t_loop, loop_eps),
         (f"Captum TracInCP, {cap_train}x{cap_test}x{C}", t_captum, captum_eps),
-        (f"tracin() on the Captum subset", t_ours_small, cap_units / t_ours_small),
+        ("tracin() on the Captum subset", t_ours_small, cap_units / t_ours_small),
         (f"Captum, padded to 64, batches of 16, {cb_tr}x{cb_te}x{C}", t_captum_b, cb_units / t_captum_b),
     ]
     for name, t, eps in rows:

@@ -24,7 +24,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from gbair_nb.config import setup  # noqa: E402
-from gbair_nb.recovery import SCENARIOS, gbair, make_scenario, recovered_fraction  # noqa: E402
+from gbair_nb.recovery import gbair  # noqa: E402
+from gbair_nb.metrics import recovered_fraction
+from gbair_nb.scenarios import SCENARIOS, make_scenario
 from gbair_nb.train import TrainConfig, evaluate, train  # noqa: E402
 
 # name → (TrainConfig overrides). Learning rates chosen per method on this data (PET adapters want ~1e-3,

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def run_one(scenario: str, seed: int, scorers: list[str], rounds: int, out: Path) -> dict:
-    from gbair_nb.recovery import SCENARIOS, make_scenario
+    from gbair_nb.scenarios import SCENARIOS, make_scenario
     from gbair_nb.report import run_recovery
     from gbair_nb.train import TrainConfig
 

@@ -30,7 +30,10 @@ import pandas as pd
 
 from .data import TextDataset
 from .loop import LOCAL, Compute, LoopState, Recovery, RoundRecord, StoppingRule, round_metrics
-from .recovery import SCORERS, Scenario, Scorer, ScoreContext, default_k, pick, rerank
+from .recovery import pick
+from .scorers import SCORERS, Scorer, ScoreContext, rerank
+from .loop import default_k
+from .scenarios import Scenario
 from .relabel import RelabelSession
 from .train import Run, TrainConfig, train
 

@@ -108,7 +108,7 @@ def _as_checkpoint(obj: Any) -> _Ckpt:
         if state is None and callable(getattr(obj, "load_state", None)):
             state = obj.load_state()
         if state is None and getattr(obj, "path", None) is not None:  # a checkpoint file: tensors only, no pickle
-            from .runs import read_state
+            from .checkpoints import read_state
 
             state = read_state(obj.path)
         if state is None:

@@ -17,7 +17,7 @@ digest) and that the checkpoints were trained on exactly these (noisy) training 
   is_corrupted, self_influence, rank`` (rank 1 = highest self-influence = most likely mislabeled). Always the dot
   variant: under ``cosine`` every gradient has unit length and self-influence is the same for every example.
 - ``influence.json``: the arguments, sizes, the dataset read, timing and how well self-influence ranks the
-  corrupted labels (:func:`gbair_nb.recovery.detection_metrics`; the truth is known because the run corrupted the
+  corrupted labels (:func:`gbair_nb.metrics.detection_metrics`; the truth is known because the run corrupted the
   labels itself).
 """
 from __future__ import annotations
@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
 
     setup(quiet=True)
     from .influence import self_influence, top_influences
-    from .recovery import detection_metrics
-    from .train import load_run
+    from .metrics import detection_metrics
+    from .runs import load_run
 
     t0 = time.perf_counter()
     r = load_run(run_dir, noisy_train)  # every checkpoint checked; FingerprintError unless these are its labels

@@ -43,7 +43,7 @@ from .pet import PetError, require_versions
 logger = logging.getLogger(__name__)
 
 __all__ = ["LLM_BACKBONES", "TASKS", "VerbalizerClassifier", "TemplateTokenizer", "LLMError", "is_causal_lm",
-           "smollm2_path", "cache_dir", "load_causal_lm", "make_llm_model", "task_options", "llm_config",
+           "smollm2_path", "cache_dir", "load_causal_lm", "make_llm_model", "task_options",
            "zero_shot"]
 
 LLM_BACKBONES = {
@@ -414,14 +414,3 @@ def task_options(dataset, **overrides) -> dict:
     opts["num_virtual_tokens"] = 10
     opts.update(overrides)
     return opts
-
-
-def llm_config(dataset, *, backbone: str = "smollm2", **overrides):
-    """A ``TrainConfig`` for the decoder path on ``dataset`` (quick or full mode, as ``TrainConfig.default``):
-    batch 8, prompt lr 3e-2, the dataset's verbalizer and template."""
-    from .train import TrainConfig
-
-    opts = task_options(dataset, **overrides.pop("method_options", {}))
-    base = dict(backbone=backbone, batch_size=8, lr=3e-2, method_options=opts)
-    base.update(overrides)
-    return TrainConfig.default(**base)

@@ -25,7 +25,7 @@ from .data import TextDataset
 from .metrics import calibrated_macro_f1, detection_metrics, recovered_fraction
 
 __all__ = ["RoundRecord", "Recovery", "LoopState", "StoppingRule", "Compute", "LOCAL", "round_metrics", "Fix",
-           "Decisions"]
+           "Decisions", "default_k"]
 
 # fix(flagged_positions, labels, ctx) -> {position: ("relabel", c) | ("keep", None) | ("remove", None) |
 # ("unreviewed", None)}; positions index the current training set (ctx.train), labels are its current labels.
@@ -33,6 +33,11 @@ __all__ = ["RoundRecord", "Recovery", "LoopState", "StoppingRule", "Compute", "L
 Decisions = Mapping[int, tuple]
 ACTIONS = ("relabel", "keep", "remove")
 Fix = Callable[[list, np.ndarray, object], Decisions]
+
+
+def default_k(n_train: int, fraction: float = 0.04) -> int:
+    """Budget per round relative to the training-set size: 4% of it (16 for 400 examples), at least 5."""
+    return max(5, int(round(fraction * n_train)))
 
 
 @dataclass(frozen=True)

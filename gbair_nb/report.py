@@ -17,7 +17,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .recovery import SCENARIOS, SCORERS, Scenario, check_fix, gbair, make_scenario, train_clean_reference
+from .recovery import check_fix, gbair, train_clean_reference
+from .scorers import SCORERS
+from .scenarios import SCENARIOS, Scenario, make_scenario
 
 __all__ = ["run_recovery", "curve_frame", "plot_recovery_curves", "QUICK_SCENARIO", "FILE_SCENARIO", "add_arguments",
            "run"]
@@ -150,7 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     quick = "/".join(str(v) for v in QUICK_SCENARIO.values())
     full = "/".join(str(FILE_SCENARIO[k]) for k in QUICK_SCENARIO)
-    add_data_arguments(parser, sizes_from=f"default: the dataset's scenario in recovery.SCENARIOS, {full} for a file, "
+    add_data_arguments(parser, sizes_from=f"default: the dataset's scenario in scenarios.SCENARIOS, {full} for a file, "
                                           f"quick mode {quick}; a file too small for them: 60/20/20%%")
     g = parser.add_argument_group("corruption")
     g.add_argument("--corrupt", type=_rate, default=None, metavar="P",
@@ -232,11 +234,8 @@ def run(args: argparse.Namespace) -> int:
     from .train import TrainConfig
 
     overrides = {"seed": args.seed, "backbone": args.backbone, **method_overrides(args)}
-    from .llm import is_causal_lm, task_options
-
-    if is_causal_lm(args.backbone):  # a decoder answers with label words: the dataset's template and verbalizer
-        overrides.update(method_options=task_options(scenario.splits.train), batch_size=8)
-    config = TrainConfig.for_method(args.method, quick=quick, **overrides)  # each method its own learning rate
+    # each method its own learning rate; a decoder answers with the dataset's label words
+    config = TrainConfig.for_method(args.method, quick=quick, dataset=scenario.splits.train, **overrides)
     rounds = args.rounds or (2 if quick else 5)
     log.info(f"scenario {scenario.name}: {scenario.splits.sizes()}, {scenario.corruption.n_corrupted} corrupted "
              f"training labels; scorers {', '.join(scorers)}; quick mode {'on' if quick else 'off'}")

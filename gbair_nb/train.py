@@ -27,10 +27,11 @@ from .config import device as default_device
 from .config import quick_mode, set_seed
 from .data import TextDataset
 from .files import staged_folder, write_atomic
-from .pet import batches, head_names, load_trainable_state, make_model, trainable_names, trainable_state
-from .runs import TRAIN_FILES, read_checkpoint, save_checkpoint
+from .pet import batches, head_names, load_trainable_state, trainable_names, trainable_state
+from .models import make_model
+from .checkpoints import TRAIN_FILES, read_checkpoint, save_checkpoint
 
-__all__ = ["TrainConfig", "Checkpoint", "Run", "Metrics", "train", "evaluate", "predict_proba", "load_run",
+__all__ = ["TrainConfig", "Checkpoint", "Run", "Metrics", "train", "evaluate", "predict_proba",
            "FingerprintError", "forward_backward", "micro_batches", "micro_gradient", "set_gradients", "MICRO_BATCH"]
 
 
@@ -118,16 +119,31 @@ class TrainConfig:
         return cls.quick(**overrides) if quick_mode() else cls(**overrides)
 
     @classmethod
-    def for_method(cls, method: str, *, quick: bool | None = None, **overrides) -> "TrainConfig":
+    def for_method(cls, method: str = "prompt_tuning", *, quick: bool | None = None, dataset=None,
+                   **overrides) -> "TrainConfig":
         """Defaults for a PET method: its own learning rate and options (see :data:`METHOD_DEFAULTS`).
 
         A soft prompt wants ~3e-2, adapters ~2e-3, full fine-tuning ~5e-5 (moving all 22.7M weights fast destroys
         what pretraining learned); the head keeps ``lr_head``. Quick mode keeps the method's rate and shrinks the rest.
+
+        A decoder backbone (``backbone="smollm2"``, see :mod:`gbair_nb.llm`) answers with label words: give the
+        ``dataset`` (a TextDataset or a built-in name) for its template and verbalizer; it trains with batch 8 and
+        prompt rate 3e-2 in both modes.
         """
+        from .models import is_decoder
+
         quick = quick_mode() if quick is None else quick
         base = {"method": method, **METHOD_DEFAULTS.get(method, {})}
         if quick and method == "prompt_tuning":
             base.pop("lr")  # the quick run's few steps use TrainConfig.quick's faster prompt rate
+        if is_decoder(overrides.get("backbone", "minilm")):
+            from .llm import task_options
+
+            if dataset is None:
+                raise ValueError("a decoder backbone answers with the dataset's label words: pass dataset= "
+                                 "(a TextDataset or a built-in name)")
+            base.update(batch_size=8, lr=3e-2,
+                        method_options=task_options(dataset, **overrides.pop("method_options", {})))
         base.update(overrides)
         return cls.quick(**base) if quick else cls(**base)
 
@@ -135,6 +151,8 @@ class TrainConfig:
 # Fields added after the first run-record format, with the value that reproduces training from before they existed
 ADDED_FIELDS: dict[str, Any] = {
     "gmt": None,  # gradient-mask tuning: off
+    "class_weight": None,  # every example's loss weighs the same
+    "dropout": None,  # the backbone's own dropout
 }
 
 # Learning rate and options per PET method (full mode; the head's rate is TrainConfig.lr_head)
@@ -513,11 +531,3 @@ def evaluate_model(model, tokenizer, ds: TextDataset, *, batch_size: int = 64, m
 def evaluate(run: Run, ds: TextDataset, *, batch_size: int = 64) -> Metrics:
     """Evaluate a trained :class:`Run` on ``ds`` (its labels are the reference)."""
     return evaluate_model(run.model, run.tokenizer, ds, batch_size=batch_size, max_length=run.config.max_length)
-
-
-def load_run(out_dir: str | Path, train_ds: TextDataset | None = None, *, load: int | None = -1) -> Run:
-    """Rebuild a :class:`Run` from ``out_dir`` (written by :func:`train`), every file checked: see
-    :func:`gbair_nb.runs.load_run`. Pass ``train_ds`` to refuse other data (:class:`FingerprintError`)."""
-    from . import runs
-
-    return runs.load_run(out_dir, train_ds, load=load)

@@ -132,7 +132,7 @@ def test_relabel_widget_in_jupyterlab(browser, tmp_path, monkeypatch):
     print(f"\nJupyterLab + chromium: notebook ran in {ran:.1f} s, whole test {total:.1f} s")
 
     # the label state a session replayed from the journal reports, in this process
-    from gbair_nb.recovery import make_scenario
+    from gbair_nb.scenarios import make_scenario
     from gbair_nb.relabel import RelabelSession
 
     scenario = make_scenario(params["DATASET"], mode=params["MODE"], p=params["P"], n_train=params["N_TRAIN"],

@@ -47,7 +47,7 @@ def test_train_writes_run_corruption_and_metrics(tmp_path):
     assert 0 <= metrics["accuracy"] <= 1 and metrics["n_test"] == 20 and "spam" in metrics["report"]
     assert len(pd.read_csv(out / "test_predictions.csv")) == 20
     # the data of a run can be rebuilt from its folder, and it is what the checkpoints were trained on
-    from gbair_nb.train import load_run
+    from gbair_nb.runs import load_run
 
     split_back, corruption = cli.load_run_data(out)
     assert corruption.n_corrupted == 10
@@ -204,7 +204,7 @@ def test_train_into_an_old_run_replaces_it_whole(tmp_path, capsys):
                      "data.json", "notes.txt", "run.json", "splits.csv", "test_metrics.json",
                      "test_predictions.csv", "timing.json"]
     assert json.loads((out / "data.json").read_text())["seed"] == 2
-    from gbair_nb.train import load_run
+    from gbair_nb.runs import load_run
 
     split_back, corruption = cli.load_run_data(out)
     load_run(out, split_back.train.with_labels(corruption.noisy_labels), load=None)  # one run, checked whole

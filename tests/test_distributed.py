@@ -111,15 +111,15 @@ def test_part_covers_range_in_rank_order():
 
 def test_alone_job_is_a_no_op(monkeypatch):
     from gbair_nb import distributed as D
-    from gbair_nb import influence, recovery, train
+    from gbair_nb import influence, scorers, train
     from gbair_nb.loop import LOCAL
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    before = (train.forward_backward, dict(recovery.SCORERS))
+    before = (train.forward_backward, dict(scorers.SCORERS))
     with D.job() as j:
         assert (j.rank, j.world_size, j.is_main) == (0, 1, True) and j.agree({"anything": 1})
         assert j.compute is LOCAL and LOCAL.step is train.forward_backward and LOCAL.influence is influence
-        assert (train.forward_backward, recovery.SCORERS) == before
+        assert (train.forward_backward, scorers.SCORERS) == before
     assert D.gather(np.arange(5.0), 5).tolist() == [0, 1, 2, 3, 4]
 
 

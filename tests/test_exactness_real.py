@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from gbair_nb.influence import aggregated_influence, auto_chunk_size, per_example_grads, self_influence, tracin
-from gbair_nb.pet import count_trainable, load_trainable_state, make_model, trainable_state
+from gbair_nb.pet import count_trainable, load_trainable_state, trainable_state
+from gbair_nb.models import make_model
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", category=UserWarning)

@@ -55,7 +55,8 @@ def test_prompt_tuning_params(capsys):
 
 
 def test_prompt_tuning_count_matches_the_real_model(capsys):
-    from gbair_nb.pet import count_trainable, make_model
+    from gbair_nb.pet import count_trainable
+    from gbair_nb.models import make_model
 
     model, _ = make_model("prompt_tuning", backbone="tiny", seed=0)  # width 32
     passes(capsys, ex.check_prompt_tuning_params, count_trainable(model), num_virtual_tokens=20, width=32,
@@ -428,7 +429,8 @@ def test_gift_params(capsys):
 
 
 def test_parameter_counts_match_the_real_models(capsys):
-    from gbair_nb.pet import count_trainable, make_model
+    from gbair_nb.pet import count_trainable
+    from gbair_nb.models import make_model
 
     head = 2 * 32 + 2  # tiny backbone: width 32, 2 layers
     lora = count_trainable(make_model("lora", backbone="tiny", seed=0, r=8)[0]) - head

@@ -21,8 +21,10 @@ import pytest
 import torch
 
 from gbair_nb.data import Splits, TextDataset, corrupt, split
-from gbair_nb.pet import make_model
-from gbair_nb.recovery import SCORERS, Scenario, ScoreContext, gbair
+from gbair_nb.models import make_model
+from gbair_nb.recovery import gbair
+from gbair_nb.scorers import SCORERS, ScoreContext
+from gbair_nb.scenarios import Scenario
 from gbair_nb.train import Checkpoint, Run, TrainConfig
 
 torch.set_num_threads(1)

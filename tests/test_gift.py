@@ -10,8 +10,10 @@ import torch
 
 from gbair_nb.gift import (GiftError, GiftLinear, add_gift, direction_responses, generated_B, gift_layers,
                            gift_param_count)
-from gbair_nb.pet import count_trainable, head_names, load_backbone, make_model, trainable_state
-from gbair_nb.train import TrainConfig, load_run, predict_proba, train
+from gbair_nb.pet import count_trainable, head_names, load_backbone, trainable_state
+from gbair_nb.models import make_model
+from gbair_nb.train import TrainConfig, predict_proba, train
+from gbair_nb.runs import load_run
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", category=UserWarning)

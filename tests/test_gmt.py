@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from gbair_nb.gmt import GMTConfig, GMTError, GradientMasker, top_fraction_mask
-from gbair_nb.pet import make_model
+from gbair_nb.models import make_model
 from gbair_nb.train import TrainConfig, train
 
 torch.set_num_threads(1)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from gbair_nb.human import HumanRounds, human_fixer, simulated_annotator
-from gbair_nb.recovery import SCORERS, gbair, make_scenario
+from gbair_nb.recovery import gbair
+from gbair_nb.scorers import SCORERS
+from gbair_nb.scenarios import make_scenario
 from gbair_nb.relabel import RelabelSession
 from gbair_nb.train import TrainConfig
 

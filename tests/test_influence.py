@@ -12,7 +12,8 @@ from torch import nn
 from gbair_nb.data import TextDataset
 from gbair_nb.influence import (InfluenceError, aggregated_influence, fast_path_available, grad_slices,
                                 per_example_grads, self_influence, top_influences, tracin)
-from gbair_nb.pet import load_backbone, make_model, trainable_state
+from gbair_nb.pet import load_backbone, trainable_state
+from gbair_nb.models import make_model
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", category=UserWarning)

@@ -78,7 +78,7 @@ def test_writes_proponents_opponents_and_self_influence(train_run, influence_out
 
 def test_self_influence_equals_the_library_in_process(train_run, influence_out):
     from gbair_nb.influence import self_influence
-    from gbair_nb.train import load_run
+    from gbair_nb.runs import load_run
 
     splits, corruption = cli.load_run_data(train_run)
     noisy = splits.train.with_labels(corruption.noisy_labels)

@@ -12,7 +12,8 @@ import torch
 
 from gbair_nb.influence import fast_path_available, per_example_grads, self_influence
 from gbair_nb.llm import LLMError, TemplateTokenizer, VerbalizerClassifier, is_causal_lm, task_options, zero_shot
-from gbair_nb.pet import PetError, make_model, trainable_names
+from gbair_nb.pet import PetError, trainable_names
+from gbair_nb.models import make_model
 
 TEXTS = ["WINNER!! Claim your free prize now, call 0800 123", "ok see you at 5", "Are you coming to the party tonight?",
          "URGENT: your account is locked, reply with PIN"]
@@ -82,11 +83,10 @@ def test_per_example_prompt_grads_are_exact(dtype):
 
 
 def test_train_influence_and_recovery_run_unchanged(small_sms):
-    from gbair_nb.llm import llm_config
-    from gbair_nb.train import evaluate, train
+    from gbair_nb.train import TrainConfig, evaluate, train
 
-    config = llm_config(small_sms, backbone="tiny-llm", epochs=1, batch_size=16, max_length=16,
-                        method_options={"num_virtual_tokens": 2})
+    config = TrainConfig.for_method(dataset=small_sms, backbone="tiny-llm", epochs=1, batch_size=16, max_length=16,
+                                    method_options={"num_virtual_tokens": 2})
     assert config.method_options["task"] == "sms_spam" and config.backbone == "tiny-llm"
     run = train(small_sms, config=config, verbose=False)
     assert len(run.checkpoints) == 1 and evaluate(run, small_sms).probs.shape == (64, 2)
@@ -99,12 +99,13 @@ def test_gbair_round_on_the_decoder_flags_the_loop_gradient_ranking(small_sms):
     checkpoints, lr-weighted, summed over the validation mistakes under their true labels, negated)."""
     from gbair_reference import assert_top_k, loop_gbair_scores
 
-    from gbair_nb.llm import llm_config
-    from gbair_nb.recovery import SCORERS, ScoreContext, gbair, make_scenario
-    from gbair_nb.train import train
+    from gbair_nb.recovery import gbair
+    from gbair_nb.scorers import SCORERS, ScoreContext
+    from gbair_nb.scenarios import make_scenario
+    from gbair_nb.train import TrainConfig, train
 
-    config = llm_config(small_sms, backbone="tiny-llm", epochs=2, batch_size=8, max_length=16, lr=5e-2,
-                        method_options={"num_virtual_tokens": 2})
+    config = TrainConfig.for_method(dataset=small_sms, backbone="tiny-llm", epochs=2, batch_size=8, max_length=16,
+                                    lr=5e-2, method_options={"num_virtual_tokens": 2})
     sc = make_scenario(small_sms.subset(np.arange(48)), mode="class_conditional", p=0.5, n_train=24, n_val=12,
                        n_test=12, seed=0)
     run0 = train(sc.train, config=config, verbose=False)

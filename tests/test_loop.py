@@ -9,7 +9,7 @@ from gbair_nb.loop import LoopState, RoundRecord, StoppingRule
 import sys
 from pathlib import Path
 
-from gbair_nb.recovery import Scenario
+from gbair_nb.scenarios import Scenario
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

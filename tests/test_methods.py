@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from gbair_nb.influence import fast_path_available, per_example_grads
-from gbair_nb.pet import METHODS, count_trainable, head_names, make_model, trainable_names
-from gbair_nb.recovery import SCORERS, ScoreContext, gbair, make_scenario
+from gbair_nb.pet import METHODS, count_trainable, head_names, trainable_names
+from gbair_nb.models import make_model
+from gbair_nb.recovery import gbair
+from gbair_nb.scorers import SCORERS, ScoreContext
+from gbair_nb.scenarios import make_scenario
 from gbair_nb.train import TrainConfig, train
 from gbair_reference import assert_top_k, loop_gbair_scores
 

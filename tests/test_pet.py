@@ -4,8 +4,8 @@ import os
 import pytest
 import torch
 
-from gbair_nb.pet import (PetError, batches, count_trainable, head_names, load_trainable_state, make_model,
-                          trainable_names, trainable_state)
+from gbair_nb.pet import PetError, batches, count_trainable, head_names, load_trainable_state, trainable_names, trainable_state
+from gbair_nb.models import make_model
 
 
 @pytest.fixture(scope="module")

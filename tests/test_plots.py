@@ -122,7 +122,7 @@ def test_self_influence_frame_and_distribution_plot():
 
 def test_inspection_curve_matches_detection_metrics_and_plots_references():
     from gbair_nb.plots import inspection_curve, plot_inspection_curve
-    from gbair_nb.recovery import detection_metrics
+    from gbair_nb.metrics import detection_metrics
 
     y = np.zeros(50, dtype=bool)
     y[[0, 1, 2, 30, 40]] = True

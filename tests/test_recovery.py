@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 
 from gbair_nb.data import TextDataset, corrupt, split
-from gbair_nb.recovery import (SCORERS, Recovery, RoundRecord, Scenario, ScoreContext, default_k,
-                               detection_metrics, gbair, make_scenario, recovered_fraction)
+from gbair_nb.recovery import gbair
+from gbair_nb.metrics import detection_metrics, recovered_fraction
+from gbair_nb.scorers import SCORERS, ScoreContext
+from gbair_nb.loop import Recovery, default_k
+from gbair_nb.scenarios import Scenario, make_scenario
 from gbair_nb.train import TrainConfig
 
 TINY = TrainConfig(backbone="tiny", epochs=1, batch_size=16, max_length=16, lr=1e-2, lr_head=1e-2,
@@ -197,7 +200,7 @@ def test_make_scenario_class_conditional_default():
     assert (sc.corruption.noisy_labels[sc.corruption.is_corrupted] == 0).all()
     assert (sc.train.labels == sc.corruption.noisy_labels).all()
     assert (sc.splits.train.labels == sc.corruption.labels).all()
-    from gbair_nb.recovery import SCENARIOS
+    from gbair_nb.scenarios import SCENARIOS
 
     default = make_scenario(**SCENARIOS["sms_spam"], seed=0)  # the main job's: 70% of the spam labelled ham
     assert default.corruption.n_corrupted == round(0.7 * 53) == 37

@@ -191,7 +191,7 @@ def test_quick_mode_shrinks_a_file_as_it_shrinks_the_built_ins(scenario_of, tmp_
 
 
 def test_full_mode_caps_a_big_file_at_the_default_scenario(scenario_of, tmp_path, monkeypatch):
-    from gbair_nb.recovery import SCENARIOS
+    from gbair_nb.scenarios import SCENARIOS
 
     monkeypatch.setenv("GBAIR_QUICK", "0")
 

@@ -223,7 +223,7 @@ def test_a_truncated_checkpoint_is_one_error_line(runs, tmp_path, capsys):
 
 
 def test_an_unknown_config_key_set_to_none_is_dropped_with_a_warning(runs, tmp_path):
-    from gbair_nb.train import load_run
+    from gbair_nb.runs import load_run
 
     a, _, _ = runs
     ok = copy_run(a, tmp_path)
@@ -274,7 +274,7 @@ class _Payload:
 
 def test_a_pickled_checkpoint_cannot_run_code(tmp_path):
     from gbair_nb.influence import self_influence
-    from gbair_nb.pet import make_model
+    from gbair_nb.models import make_model
 
     marker = tmp_path / "ran"
     evil = tmp_path / "ckpt_00.pt"
@@ -287,8 +287,8 @@ def test_a_pickled_checkpoint_cannot_run_code(tmp_path):
 
 def test_an_old_pt_run_still_loads_without_unpickling_code(runs, tmp_path, capsys):
     """A run written before safetensors (``ckpt_NN.pt``, a dict of tensors and numbers) loads with weights_only."""
-    from gbair_nb.runs import read_checkpoint
-    from gbair_nb.train import load_run
+    from gbair_nb.checkpoints import read_checkpoint
+    from gbair_nb.runs import load_run
 
     a, _, _ = runs
     old = copy_run(a, tmp_path)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from gbair_nb.influence import aggregated_influence, tracin
-from gbair_nb.recovery import SCORERS, ScoreContext, make_scenario
+from gbair_nb.scorers import SCORERS, ScoreContext
+from gbair_nb.scenarios import make_scenario
 from gbair_nb.train import TrainConfig, train
 
 TINY = TrainConfig.quick(backbone="tiny", epochs=2, max_length=16, n_checkpoints=2, lr=2e-2, lr_head=5e-3,
@@ -95,7 +96,7 @@ def test_rerank_moves_the_twin_of_a_confirmed_wrong_label_up():
     """A person confirmed example 2 ("pos" text labelled "neg") wrong: its twin 3 (same text, same wrong label)
     must rise to the top of the remaining ranking, whatever the base score said."""
     from gbair_nb.data import TextDataset
-    from gbair_nb.recovery import rerank
+    from gbair_nb.scorers import rerank
 
     rng = np.random.default_rng(1)
     good, bad = ["great", "lovely", "superb", "nice"], ["awful", "terrible", "nasty", "sad"]

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from gbair_nb.pet import head_names, trainable_names
-from gbair_nb.runs import read_checkpoint
-from gbair_nb.train import FingerprintError, TrainConfig, _schedule, evaluate, load_run, train
+from gbair_nb.checkpoints import read_checkpoint
+from gbair_nb.train import FingerprintError, TrainConfig, _schedule, evaluate, train
+from gbair_nb.runs import load_run
 
 CONFIG = dict(backbone="tiny", epochs=4, batch_size=8, lr=5e-2, lr_head=5e-2, max_length=24,
               method_options={"num_virtual_tokens": 4}, seed=0)

@@ -40,11 +40,12 @@ check_prompt_tuning_params(n_tweets, num_virtual_tokens=m, width=d, num_classes=
 
 # %% [markdown] slide
 # ## Predict before you run (1)
-# `gbair_nb.pet.make_model("prompt_tuning")` builds the real model. What does `count_trainable` say, and what share
+# `gbair_nb.models.make_model("prompt_tuning")` builds the real model. What does `count_trainable` say, and what share
 # of all its parameters is that?
 
 # %%
-from gbair_nb.pet import count_trainable, make_model
+from gbair_nb.pet import count_trainable
+from gbair_nb.models import make_model
 
 model, tokenizer = make_model("prompt_tuning", num_labels=2, backbone="minilm", seed=0)
 n_total = sum(p.numel() for p in model.parameters())

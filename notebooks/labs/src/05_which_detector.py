@@ -183,5 +183,5 @@ assert diff.size == 12
 # - average precision averages the precision at each wrong label's rank; AUROC counts pairs, ties ½;
 # - a high AUROC can hide a useless top: read the metric that matches how the scores are used.
 #
-# `gbair_nb.recovery.detection_metrics(scores, is_corrupted, k=…)` computes all four; notebook
+# `gbair_nb.metrics.detection_metrics(scores, is_corrupted, k=…)` computes all four; notebook
 # [05](../05_which_detector.ipynb) uses it on eight real detectors.

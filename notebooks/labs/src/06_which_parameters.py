@@ -57,7 +57,8 @@ check_gift_params(n_gift, r=r, d_in=width, n_pairs=n_types, n_layers=n_layers);
 # and what would the ratio LoRA / GIFT become on a 12-layer model of the same width?
 
 # %%
-from gbair_nb.pet import count_trainable, make_model
+from gbair_nb.pet import count_trainable
+from gbair_nb.models import make_model
 
 head = 2 * width + 2
 counts = {method: count_trainable(make_model(method, backbone="minilm", seed=0, r=r)[0]) for method in ("lora", "gift")}

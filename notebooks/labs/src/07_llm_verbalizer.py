@@ -65,7 +65,7 @@ check_verbalizer_probs(probs, logits, attention_mask, label_ids);
 
 # %%
 from gbair_nb.llm import zero_shot
-from gbair_nb.pet import make_model
+from gbair_nb.models import make_model
 
 model, tokenizer = make_model("prompt_tuning", backbone="tiny-llm", task="sms_spam", seed=0)  # a tiny random Llama
 enc = tokenizer(["WINNER!! free prize, call now", "see you at nine"], return_tensors="pt")
