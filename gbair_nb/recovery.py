@@ -148,7 +148,10 @@ def _score_el2n(ctx: ScoreContext) -> np.ndarray:
 
 
 def _influence_kwargs(ctx: ScoreContext) -> dict:
-    return dict(variant=ctx.options.get("variant", "dot"), checkpoints_used=ctx.options.get("checkpoints", "all"))
+    o = ctx.options
+    return dict(variant=o.get("variant", "dot"), checkpoints_used=o.get("checkpoints", "all"),
+                project=o.get("project"), project_seed=o.get("project_seed", 0),
+                project_kind=o.get("project_kind", "countsketch"))
 
 
 def _score_grand(ctx: ScoreContext) -> np.ndarray:

@@ -142,6 +142,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fix", default="flip", choices=["flip", "predict", "remove"], help="how flagged labels are fixed")
     add_method_arguments(g)
     g.add_argument("--variant", default="dot", choices=["dot", "cosine"], help="TracIn variant for gbair")
+    g.add_argument("--project", type=_positive_int, default=None, metavar="D",
+                   help="TracIn on random projections of the gradients to D dimensions (default: exact)")
     g.add_argument("--quick", action="store_true", help="quick mode (also GBAIR_QUICK=1)")
     g.add_argument("--out", type=Path, default=Path("runs/recover"), help="output directory (default runs/recover)")
     g.add_argument("--quiet", action="store_true")
@@ -206,7 +208,8 @@ def run(args: argparse.Namespace) -> int:
 
     with job() as j:  # under torchrun / accelerate launch: one process of several (docs/distributed.md)
         report = run_recovery(scenario, scorers=scorers, k=args.k, rounds=rounds, fix=args.fix, config=config,
-                              seed=args.seed, options={"variant": args.variant}, verbose=not args.quiet and j.is_main)
+                              seed=args.seed, verbose=not args.quiet and j.is_main,
+                              options={"variant": args.variant, **({"project": args.project} if args.project else {})})
         if not j.agree(report):  # every rank finished with the same flagged ids; only rank 0 writes
             return 0
     out.mkdir(parents=True, exist_ok=True)
