@@ -29,6 +29,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm.auto import tqdm
 
 from .data import Corruption, Splits, TextDataset, corrupt, load_dataset, split
+from .peers import score_ekfac
 from .train import Run, TrainConfig, evaluate, predict_proba, train
 
 __all__ = ["Scenario", "make_scenario", "SCENARIOS", "ScoreContext", "SCORERS", "FIXERS", "RoundRecord",
@@ -220,6 +221,7 @@ SCORERS: dict[str, Callable[[ScoreContext], np.ndarray]] = {
     "grand": _score_grand,
     "self_influence": _score_self_influence,
     "cleanlab": _score_cleanlab,
+    "ekfac": score_ekfac,  # optional: EK-FAC influence functions, needs kronfluence (gbair_nb.peers)
 }
 
 
