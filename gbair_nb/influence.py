@@ -553,7 +553,8 @@ def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
     out = np.zeros((len(s.ckpts), len(tr_texts)), dtype=np.float32)
     with _preserved(model), _progress(len(s.ckpts) * len(tr_texts), "self-influence", verbose) as pbar:
         for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, pbar):
-            out[c, start:stop] = (g * g * s.weights[c]).sum(1).numpy()
+            w, sq = s.weights[c], g.square_()  # the chunk's own tensor, squared in place: no (chunk, P) copies
+            out[c, start:stop] = (sq @ w.to(sq.dtype) if torch.is_tensor(w) else sq.sum(1) * w).numpy()
     return out if per_checkpoint else out.sum(0)
 
 

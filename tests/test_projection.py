@@ -98,6 +98,12 @@ def test_unbiased_with_the_stated_variance(kind):
     assert 0.8 <= est.var(ddof=1) / var <= 1.25  # sd of the sample variance ≈ var·√(2/K) ≈ 0.06 var
 
 
+def test_countsketch_blocks_are_compact():
+    buckets, signs = Projection(300_000, 32, seed=4).block(0)
+    assert buckets.dtype == torch.int32 and signs.dtype == torch.int8 and set(signs.tolist()) == {-1, 1}
+    assert 0 <= int(buckets.min()) and int(buckets.max()) == 31
+
+
 def test_blocks_are_bounded_and_regenerated_identically():
     dense = Projection(10_000, 1024, seed=2, kind="rademacher")
     assert dense.block_rows * dense.dim <= projection_module.DENSE_BLOCK_ELEMENTS and dense.n_blocks == 3
@@ -246,22 +252,24 @@ def full_tiny():
 
 
 def test_memory_does_not_grow_with_n_train(full_tiny, monkeypatch):
+    """The largest tensor is a chunk's gradients whatever the training-set size, and the map is regenerated block by
+    block for every chunk (never kept whole)."""
     model, tok, ck = full_tiny
     P = sum(p.numel() for p in model.parameters())
     calls = []
     original = Projection.block
     monkeypatch.setattr(Projection, "block", lambda self, b: calls.append(b) or original(self, b))
     texts, labels = TRAIN * 2, np.tile(TRAIN_LABELS, 2)  # 24 examples
-    peak = {}
-    for n in (8, 24):
-        calls.clear()
-        peak[n] = _largest_allocation(lambda: self_influence(model, tok, ck, texts[:n], labels[:n], project=64,
-                                                             chunk_size=4, verbose=False))
-        n_blocks = Projection(P, 64).n_blocks
-        assert len(calls) == (n // 4) * len(ck) * n_blocks  # every block regenerated for every chunk
-    # the largest tensor is a chunk's gradients (4 × P floats), whatever the training-set size
-    assert peak[24] <= 1.05 * peak[8]
-    assert peak[24] < 8 * P * 4 < 24 * P * 4
+    for kind, d in (("countsketch", 64), ("rademacher", 4)):
+        n_blocks = Projection(P, d, kind=kind).n_blocks
+        peak = {}
+        for n in (8, 24):
+            calls.clear()
+            peak[n] = _largest_allocation(lambda: self_influence(model, tok, ck, texts[:n], labels[:n], project=d,
+                                                                 project_kind=kind, chunk_size=4, verbose=False))
+            assert len(calls) == (n // 4) * len(ck) * n_blocks, kind  # every block, for every chunk
+        assert peak[24] <= 1.05 * peak[8], kind  # a chunk's gradients: 4 × P floats
+        assert peak[24] < 8 * P * 4 < 24 * P * 4, kind
 
 
 def test_projected_pairwise_scores_hold_d_not_p_per_test_example(full_tiny):
