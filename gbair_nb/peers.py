@@ -18,7 +18,7 @@ What it can see: kronfluence wraps ``nn.Linear`` and ``nn.Conv2d`` modules only 
 - LoRA: every ``lora_A`` / ``lora_B`` is an ``nn.Linear`` — all trainable parameters are covered;
 - GIFT: ψ and φ are ``nn.Linear`` (shared by several layers: we tell kronfluence ``has_shared_parameters``);
 - the classifier head is an ``nn.Linear``;
-- full fine-tuning: the encoder's Linear layers and the head (10.8M of MiniLM's 22.7M parameters); the word,
+- full fine-tuning: the encoder's Linear layers and the head (10.6M of the 22.6M trainable parameters); the word,
   position and token-type embeddings and the LayerNorms are outside its reach (``partial=True`` accepts that);
 - **prompt tuning: out of reach.** The soft prompt is the weight of peft's ``PromptEmbedding`` (an
   ``nn.Embedding``), a lookup table added to the input, not a Linear layer: there is no input–output-gradient pair
@@ -155,9 +155,9 @@ def _shared(model: nn.Module, modules: list[str], tokenizer, text: str, max_leng
     handles = [model.get_submodule(m).register_forward_hook(
         lambda mod, i, o, m=m: calls.__setitem__(m, calls[m] + 1)) for m in modules]
     try:
-        enc = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
+        enc = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt").to(_device(model))
         with torch.no_grad():
-            model(input_ids=enc["input_ids"].to(_device(model)), attention_mask=enc["attention_mask"].to(_device(model)))
+            model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     finally:
         for h in handles:
             h.remove()
