@@ -21,6 +21,16 @@ Directions of the scores:
 parameters together) and then applies the learning rates, so Σ_c η_c cos(∇ℓ(z), ∇ℓ(z')) when the rates are shared.
 That removes the pull of examples with huge gradients (usually high-loss ones); the dot variant keeps it.
 
+``project=d`` sketches every (lr-weighted) per-example gradient to d numbers with a seeded random projection
+(:class:`gbair_nb.projection.Projection`, one independent map per checkpoint, the same for the train and the test
+side) and takes the dot products there: E[score] is the exact score, with an error of standard deviation at most
+√(2/d)·‖·‖‖·‖ per checkpoint (:func:`gbair_nb.projection.distortion_bound`). It costs *more* than the exact path
+for self-influence and aggregated influence (the same gradients, plus the projection); what it saves is memory and
+time wherever whole test-side gradients are held or multiplied — :func:`tracin` and :func:`top_influences` keep
+n_test × d instead of n_test × P floats per checkpoint. With ``variant="cosine"`` each raw gradient is normalised
+*before* it is projected, so the projected score estimates the exact cosine score (normalising afterwards would
+estimate something else, and not without bias).
+
 All the cost is in the per-example gradients. :func:`per_example_grads` has a fast path that gets every example's
 gradient from **one batched backward pass** — the same work as an ordinary training step — and a plain loop of
 ``torch.autograd.grad`` per example that works for any model:
@@ -49,6 +59,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .pet import batches, load_trainable_state, trainable_names, trainable_state
+from .projection import KINDS as PROJECTION_KINDS
+from .projection import Projection
 
 __all__ = ["InfluenceError", "per_example_grads", "fast_path_available", "grad_slices", "lr_vector", "tracin",
            "self_influence", "aggregated_influence", "top_influences", "auto_chunk_size", "resolve_pairs"]
@@ -118,19 +130,24 @@ def _as_checkpoint(obj: Any) -> _Ckpt:
     return _Ckpt(state, lrs if isinstance(lrs, (int, float)) else dict(lrs))
 
 
-def _select(checkpoints: Sequence[Any], used: str | Sequence[int]) -> list[_Ckpt]:
+def _select(checkpoints: Sequence[Any], used: str | Sequence[int]) -> tuple[list[_Ckpt], list[int]]:
+    """The checkpoints to use and their positions in ``checkpoints`` (a projection's stream is its position)."""
     checkpoints = list(checkpoints) if not hasattr(checkpoints, "state") else [checkpoints]
     if not checkpoints:
         raise InfluenceError("no checkpoints given: TracInCP needs at least one (state, learning rates)")
     if used == "all":
-        chosen = checkpoints
+        positions = list(range(len(checkpoints)))
     elif used == "last":
-        chosen = checkpoints[-1:]
+        positions = [len(checkpoints) - 1]
     elif isinstance(used, str):
         raise InfluenceError(f"checkpoints_used={used!r}; use 'all', 'last' or a list of checkpoint positions")
     else:
-        chosen = [checkpoints[i] for i in used]
-    return [_as_checkpoint(c) for c in chosen]
+        bad = [i for i in used if not -len(checkpoints) <= int(i) < len(checkpoints)]
+        if bad:
+            raise InfluenceError(f"checkpoints_used={list(used)}: no checkpoint at {bad[0]} "
+                                 f"(there are {len(checkpoints)})")
+        positions = [int(i) % len(checkpoints) for i in used]
+    return [_as_checkpoint(checkpoints[i]) for i in positions], positions
 
 
 def _examples(data: Any, labels: Any, what: str) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -379,10 +396,15 @@ def per_example_grads(model: nn.Module, tokenizer, texts: Sequence[str], labels:
 # ------------------------------------------------------------------------------------------------------ TracIn
 @dataclass
 class _Setup:
+    """How scores are taken, per used checkpoint c: each gradient g becomes ``features(c, g)`` and a score is
+    ``features(c, g_test) * weights[c] @ features(c, g_train)``. Exact: features = g, weights = the (P,) lrs.
+    Projected: features = (√lrs ⊙ g) S_c, weights = 1.0 (the rates are already inside)."""
     ckpts: list[_Ckpt]
-    weights: list[torch.Tensor]
+    weights: list[torch.Tensor | float]
     grad: Callable[[list[str], np.ndarray], torch.Tensor]
     chunk: int  # training examples per streamed chunk
+    features: Callable[[int, torch.Tensor], torch.Tensor]
+    n_params: int
 
 
 def auto_chunk_size(n_params: int, budget_bytes: int | None = None, cap: int = 1024) -> int:
@@ -395,59 +417,81 @@ def auto_chunk_size(n_params: int, budget_bytes: int | None = None, cap: int = 1
 
 
 def _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
-           chunk_size: int | None = None) -> _Setup:
+           chunk_size: int | None = None, project: int | None = None, project_seed: int = 0,
+           project_kind: str = "countsketch") -> _Setup:
     if variant not in VARIANTS:
         raise InfluenceError(f"variant={variant!r}; use 'dot' (Pruthi et al.) or 'cosine' (normalised gradients)")
-    ckpts = _select(checkpoints, checkpoints_used)
+    if project is not None and (isinstance(project, bool) or not isinstance(project, (int, np.integer))
+                                or project < 1):
+        raise InfluenceError(f"project={project!r}; use a number of dimensions ≥ 1, or None for exact scores")
+    if project is not None and project_kind not in PROJECTION_KINDS:
+        raise InfluenceError(f"project_kind={project_kind!r}; use one of {', '.join(PROJECTION_KINDS)}")
+    if isinstance(project_seed, bool) or not isinstance(project_seed, (int, np.integer)) or project_seed < 0:
+        raise InfluenceError(f"project_seed={project_seed!r}; use an integer ≥ 0")
+    ckpts, positions = _select(checkpoints, checkpoints_used)
     slices = grad_slices(model)
     method = _resolve(model, method)
 
     def grad(texts: list[str], labels: np.ndarray, pbar=None) -> torch.Tensor:
         g = _grads(model, tokenizer, texts, labels, method=method, batch_size=batch_size, max_length=max_length,
                    sort_by_length=True, pbar=pbar)
-        return _normalise(g) if variant == "cosine" else g
+        return _normalise(g) if variant == "cosine" else g  # cosine: normalised before any projection
 
     if chunk_size is not None and chunk_size < 1:
         raise InfluenceError(f"chunk_size={chunk_size}; use a positive number of examples, or None (automatic)")
     n_params = sum(sl.stop - sl.start for sl in slices.values())
     chunk = chunk_size or auto_chunk_size(n_params)
-    return _Setup(ckpts, [lr_vector(slices, c.lrs) for c in ckpts], grad, chunk)
+    lrs = [lr_vector(slices, c.lrs) for c in ckpts]
+    if project is None:
+        return _Setup(ckpts, lrs, grad, chunk, lambda c, g: g, n_params)
+    # one independent map per checkpoint (stream = its position in the list given), the same for both sides
+    maps = [Projection(n_params, int(project), seed=int(project_seed), stream=p, kind=project_kind)
+            for p in positions]
+    roots = [w.sqrt() for w in lrs]
+    return _Setup(ckpts, [1.0] * len(ckpts), grad, chunk, lambda c, g: maps[c](g, scale=roots[c]), n_params)
 
 
 def _test_side(model, s: _Setup, texts, labels, *, summed: bool, pbar, unit: bool = False,
                sets: list[np.ndarray] | None = None) -> list[torch.Tensor]:
-    """Per checkpoint: lrs ⊙ (normalised) test gradients, (n_test, P) — or their sums, (n_sets, P): one row per
-    set of positions in ``sets`` (default: one set, every example)."""
+    """Per checkpoint: weights ⊙ features of the (normalised) test gradients, (n_test, P or d) — or of their sums,
+    (n_sets, P or d): one row per set of positions in ``sets`` (default: one set, every example). Streamed in
+    chunks: a projection never sees more than a chunk of gradients."""
     out = []
-    sets = [np.arange(len(texts))] if sets is None else sets
-    member = np.zeros((len(sets), len(texts)), dtype=bool)
-    for j, idx in enumerate(sets):
-        member[j, idx] = True
-    for ck, w in zip(s.ckpts, s.weights):
+    member = None
+    if sets is not None:
+        member = np.zeros((len(sets), len(texts)), dtype=bool)
+        for j, idx in enumerate(sets):
+            member[j, idx] = True
+    for c, (ck, w) in enumerate(zip(s.ckpts, s.weights)):
         load_trainable_state(model, ck.state)
-        if summed:  # Σ_{z'∈set} ∇ℓ(z'): one vector per set and checkpoint, streamed
-            acc = torch.zeros(len(sets), w.numel())
+        if summed:  # Σ_{z'∈set} ∇ℓ(z'): one vector per set and checkpoint, streamed (features are linear: sum, map)
+            acc = torch.zeros(1 if sets is None else len(sets), s.n_params)
             for a in range(0, len(texts), s.chunk):
                 g = s.grad(texts[a:a + s.chunk], labels[a:a + s.chunk], pbar)
                 g = _normalise(g) if unit else g
+                if member is None:
+                    acc += g.sum(0, keepdim=True)
+                    continue
                 for j in range(len(sets)):
                     rows = np.flatnonzero(member[j, a:a + s.chunk])
                     if len(rows):
                         acc[j] += g[torch.as_tensor(rows)].sum(0)
-            out.append(acc * w)
+            out.append(s.features(c, acc) * w)
         else:
-            out.append(s.grad(texts, labels, pbar) * w)
+            parts = [s.features(c, s.grad(texts[a:a + s.chunk], labels[a:a + s.chunk], pbar))
+                     for a in range(0, len(texts), s.chunk)]
+            out.append(torch.cat(parts or [s.features(c, torch.zeros(0, s.n_params))]) * w)
     return out
 
 
 def _train_chunks(model, s: _Setup, texts, labels, pbar) -> Iterator[tuple[int, int, int, torch.Tensor]]:
-    """Stream the training set: (start, stop, checkpoint index, (chunk, P) gradients), chunks outer, checkpoints
-    inner, so scores for a chunk are complete before the next chunk's gradients are computed."""
+    """Stream the training set: (start, stop, checkpoint index, (chunk, P or d) features), chunks outer,
+    checkpoints inner, so scores for a chunk are complete before the next chunk's gradients are computed."""
     for start in range(0, len(texts), s.chunk):
         stop = min(start + s.chunk, len(texts))
         for c, ck in enumerate(s.ckpts):
             load_trainable_state(model, ck.state)
-            yield start, stop, c, s.grad(texts[start:stop], labels[start:stop], pbar)
+            yield start, stop, c, s.features(c, s.grad(texts[start:stop], labels[start:stop], pbar))
 
 
 _COMMON = """
@@ -463,6 +507,13 @@ _COMMON = """
         method: per-example gradient method (``"auto"``, ``"fast"``, ``"loop"``).
         chunk_size: training examples per streamed chunk (memory ≈ chunk_size × P floats); None (default) sizes it
             from the number of trainable parameters P with :func:`auto_chunk_size` (256 MB, at most 1,024).
+        project: None (default): exact scores. An int d: take the dot products between random projections of
+            the (lr-weighted) gradients to d dimensions — unbiased, error sd ≤ √(2/d)·‖·‖‖·‖ per checkpoint
+            (:mod:`gbair_nb.projection`); d ≥ P only adds noise and cost.
+        project_seed: seed of the projections (one independent map per checkpoint position); fixed seed, same
+            scores.
+        project_kind: ``"countsketch"`` (default; O(P) per example), ``"rademacher"`` or ``"gaussian"``
+            (dense, O(P·d) per example).
         verbose: progress bar.
 """
 
@@ -471,6 +522,7 @@ def tracin(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
            train_labels: Sequence[int] | None = None, test: Any = None, test_labels: Sequence[int] | None = None,
            *, variant: str = "dot", checkpoints_used: str | Sequence[int] = "all", per_checkpoint: bool = False,
            method: str = "auto", batch_size: int = 16, max_length: int = 64, chunk_size: int | None = None,
+           project: int | None = None, project_seed: int = 0, project_kind: str = "countsketch",
            verbose: bool = True) -> np.ndarray:
     """TracInCP of every (test, train) pair: (n_test, n_train), or (n_checkpoints, n_test, n_train) with
     ``per_checkpoint=True`` (summing over axis 0 gives the default).
@@ -484,7 +536,7 @@ def tracin(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
     _, tr_texts, tr_labels = _examples(train, train_labels, "train")
     _, te_texts, te_labels = _examples(test, test_labels, "test")
     s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
-               chunk_size)
+               chunk_size, project, project_seed, project_kind)
     out = np.zeros((len(s.ckpts), len(te_texts), len(tr_texts)), dtype=np.float32)
     total = len(s.ckpts) * (len(te_texts) + len(tr_texts))
     with _preserved(model), _progress(total, "TracIn", verbose) as pbar:
@@ -501,6 +553,7 @@ def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
                    train_labels: Sequence[int] | None = None, *, variant: str = "dot",
                    checkpoints_used: str | Sequence[int] = "all", per_checkpoint: bool = False, method: str = "auto",
                    batch_size: int = 16, max_length: int = 64, chunk_size: int | None = None,
+                   project: int | None = None, project_seed: int = 0, project_kind: str = "countsketch",
                    verbose: bool = True) -> np.ndarray:
     """Self-influence TracInCP(z, z) = Σ_c Σ_params lrs_c · ‖∇ℓ(θ_c, z)‖²: (n_train,), or (n_checkpoints, n_train).
 
@@ -510,11 +563,12 @@ def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
     """
     _, tr_texts, tr_labels = _examples(train, train_labels, "train")
     s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
-               chunk_size)
+               chunk_size, project, project_seed, project_kind)
     out = np.zeros((len(s.ckpts), len(tr_texts)), dtype=np.float32)
     with _preserved(model), _progress(len(s.ckpts) * len(tr_texts), "self-influence", verbose) as pbar:
         for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, pbar):
-            out[c, start:stop] = (g * g * s.weights[c]).sum(1).numpy()
+            w, sq = s.weights[c], g.square_()  # the chunk's own tensor, squared in place: no (chunk, P) copies
+            out[c, start:stop] = (sq @ w.to(sq.dtype) if torch.is_tensor(w) else sq.sum(1) * w).numpy()
     return out if per_checkpoint else out.sum(0)
 
 
@@ -527,7 +581,8 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
                          checkpoints_used: str | Sequence[int] = "all",
                          sets: Sequence[Sequence[int]] | None = None,
                          per_checkpoint: bool = False, method: str = "auto", batch_size: int = 16,
-                         max_length: int = 64, chunk_size: int | None = None, verbose: bool = True,
+                         max_length: int = 64, chunk_size: int | None = None, project: int | None = None,
+                         project_seed: int = 0, project_kind: str = "countsketch", verbose: bool = True,
                          reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
     """Σ_{z'∈on} TracInCP(z, z') for every training example z: (n_train,), or (n_checkpoints, n_train).
 
@@ -557,7 +612,7 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
         if len(x) and (x.min() < 0 or x.max() >= len(on_texts)):
             raise InfluenceError(f"sets index positions of `on` (0..{len(on_texts) - 1}); got {x.min()}..{x.max()}")
     s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
-               chunk_size)
+               chunk_size, project, project_seed, project_kind)
     n_sets = 1 if set_list is None else len(set_list)
     out = np.zeros((len(s.ckpts), n_sets, len(tr_texts)), dtype=np.float32)
     total = len(s.ckpts) * (len(on_texts) + len(tr_texts))
@@ -592,10 +647,12 @@ def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
                    test_labels: Sequence[int] | None = None, *, k: int = 5, variant: str = "dot",
                    checkpoints_used: str | Sequence[int] = "all", method: str = "auto",
                    batch_size: int = 16, max_length: int = 64, chunk_size: int | None = None,
+                   project: int | None = None, project_seed: int = 0, project_kind: str = "countsketch",
                    with_predictions: bool = True,
                    verbose: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The k strongest proponents and opponents in the training set of every test example, streamed: memory is
-    n_test × P per checkpoint plus chunk_size × (P + n_test), never n_test × n_train.
+    n_test × P per checkpoint (n_test × d with ``project=d``) plus chunk_size × (P + n_test), never
+    n_test × n_train.
 
     Returns ``(proponents, opponents)``, DataFrames with one row per (test example, rank) and columns
     ``test_id, test_text, test_label, test_pred, train_id, train_text, train_label, score, rank``. Proponents:
@@ -611,7 +668,7 @@ def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
         raise InfluenceError(f"k={k}; ask for at least 1")
     k = min(k, len(tr_texts))
     s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
-               chunk_size)
+               chunk_size, project, project_seed, project_kind)
     n_test = len(te_texts)
     best = {"pro": (torch.full((n_test, 0), -np.inf), torch.zeros(n_test, 0, dtype=torch.long)),
             "opp": (torch.full((n_test, 0), -np.inf), torch.zeros(n_test, 0, dtype=torch.long))}

@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "per checkpoint (proponents/opponents only; self-influence is always dot)")
     parser.add_argument("--checkpoints", default="all", choices=["all", "last"],
                         help="sum over every saved checkpoint (TracInCP, default) or use only the last")
+    parser.add_argument("--project", type=_positive_int, default=None, metavar="D",
+                        help="scores from random projections of the gradients to D dimensions (default: exact)")
     parser.add_argument("--batch-size", type=_positive_int, default=16, help="examples per gradient batch")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the CSV files")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     r = load_run(run_dir, noisy_train)  # every checkpoint checked; FingerprintError unless these are its labels
     opts = dict(checkpoints_used=args.checkpoints, batch_size=args.batch_size, max_length=r.config.max_length,
-                verbose=not args.quiet)
+                project=args.project, verbose=not args.quiet)
     t1 = time.perf_counter()
     prop, opp = top_influences(r.model, r.tokenizer, r.checkpoints, noisy_train, on_ds, k=args.top_k,
                                variant=args.variant, **opts)
@@ -145,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "run": str(run_dir), "dataset": data.dataset, "on": args.on, "top_k": args.top_k, "variant": args.variant,
         "checkpoints": args.checkpoints, "n_checkpoints_used": len(r.checkpoints) if args.checkpoints == "all" else 1,
+        "project": args.project,
         "n_train": len(noisy_train), f"n_{args.on}": len(on_ds), "fingerprint": r.record["data"]["fingerprint"],
         "class_names": list(noisy_train.class_names),
         "self_influence_detection": {k: (None if isinstance(v, float) and v != v else v)

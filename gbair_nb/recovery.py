@@ -31,7 +31,7 @@ from .data import TextDataset
 from .loop import LOCAL, Compute, LoopState, Recovery, RoundRecord, StoppingRule, default_k, round_metrics
 from .metrics import detection_metrics
 from .scenarios import Scenario
-from .scorers import SCORERS, Scorer, ScoreContext, rerank
+from .scorers import OPTIONAL_SCORERS, SCORERS, Scorer, ScoreContext, rerank
 from .train import Run, TrainConfig, train
 
 __all__ = ["FIXERS", "gbair", "compare_detectors", "train_clean_reference", "check_fix", "pick"]
@@ -170,7 +170,7 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
 
 
 # ------------------------------------------------------------------------------------------ detection metrics
-def compare_detectors(scenario: Scenario, *, scorers: Sequence[str] = tuple(SCORERS), config: TrainConfig | None = None,
+def compare_detectors(scenario: Scenario, *, scorers: Sequence[str] | None = None, config: TrainConfig | None = None,
                       k: int | None = None, seed: int = 0, options: dict | None = None, run: Run | None = None,
                       registry: Mapping[str, Scorer] = SCORERS, compute: Compute = LOCAL,
                       verbose: bool = True) -> pd.DataFrame:
@@ -185,6 +185,8 @@ def compare_detectors(scenario: Scenario, *, scorers: Sequence[str] = tuple(SCOR
     ctx = ScoreContext(run, train_ds, scenario.splits.val, config, seed=seed, options=dict(options or {}),
                        compute=compute)
     rows, raw = [], {}
+    if scorers is None:  # every registered scorer that needs nothing optional ("gbair" is one of the variants)
+        scorers = [s for s in registry if s not in OPTIONAL_SCORERS and s != "gbair"]
     for name in tqdm(list(scorers), desc="scorers", disable=not verbose, leave=False):
         t0 = time.perf_counter()
         s = np.asarray(pick(name, registry, "scorer")(ctx), dtype=np.float64)

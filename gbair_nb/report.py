@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .recovery import check_fix, gbair, train_clean_reference
-from .scorers import SCORERS
+from .scorers import OPTIONAL_SCORERS, SCORERS
 from .scenarios import SCENARIOS, Scenario, make_scenario
 
 __all__ = ["run_recovery", "curve_frame", "plot_recovery_curves", "QUICK_SCENARIO", "FILE_SCENARIO", "add_arguments",
@@ -167,6 +167,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--fix", default="flip", choices=["flip", "predict", "remove"], help="how flagged labels are fixed")
     add_method_arguments(g)
     g.add_argument("--variant", default="dot", choices=["dot", "cosine"], help="TracIn variant for gbair")
+    g.add_argument("--project", type=_positive_int, default=None, metavar="D",
+                   help="TracIn on random projections of the gradients to D dimensions (default: exact)")
     g.add_argument("--quick", action="store_true", help="quick mode (also GBAIR_QUICK=1)")
     g.add_argument("--out", type=Path, default=Path("runs/recover"), help="output directory (default runs/recover)")
     g.add_argument("--quiet", action="store_true")
@@ -212,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
     from .files import check_writable
 
     quick = quick_mode(True) if args.quick else quick_mode()
-    scorers = list(SCORERS) if args.scorer == "all" else [s.strip() for s in args.scorer.split(",") if s.strip()]
+    scorers = ([s for s in SCORERS if s not in OPTIONAL_SCORERS] if args.scorer == "all" else
+               [s.strip() for s in args.scorer.split(",") if s.strip()])
     if not scorers:
         raise ValueError(f"--scorer {args.scorer!r} names no scorer; give one or more of {', '.join(SCORERS)} "
                          "(comma-separated) or 'all'")
@@ -250,8 +253,8 @@ def run(args: argparse.Namespace) -> int:
 
     with job() as j:  # under torchrun / accelerate launch: one process of several (docs/distributed.md)
         report = run_recovery(scenario, scorers=scorers, k=args.k, rounds=rounds, fix=args.fix, config=config,
-                              seed=args.seed, options={"variant": args.variant}, compute=j.compute,
-                              verbose=not args.quiet and j.is_main)
+                              seed=args.seed, compute=j.compute, verbose=not args.quiet and j.is_main,
+                              options={"variant": args.variant, **({"project": args.project} if args.project else {})})
         if not j.agree(report):  # every rank finished with the same flagged ids; only rank 0 writes
             return 0
     import matplotlib

@@ -23,10 +23,11 @@ import torch
 from .data import TextDataset
 from .loop import LOCAL, Compute
 from .metrics import percentile_ranks
+from .peers import score_ekfac
 from .train import Run, TrainConfig, train
 
-__all__ = ["ScoreContext", "Scorer", "SCORERS", "GBAIR_VARIANTS", "DEFAULT_GBAIR", "class_influence", "rerank",
-           "out_of_sample_probs"]
+__all__ = ["ScoreContext", "Scorer", "SCORERS", "OPTIONAL_SCORERS", "GBAIR_VARIANTS", "DEFAULT_GBAIR",
+           "class_influence", "rerank", "out_of_sample_probs"]
 
 
 @dataclass
@@ -81,9 +82,12 @@ class ScoreContext:
         return np.flatnonzero(self.val_probs().argmax(1) != self.val.labels)
 
     def influence_options(self) -> dict:
-        """The TracIn options scorers pass on: ``variant`` ("dot"|"cosine"), ``checkpoints_used`` ("all"|"last")."""
-        return dict(variant=self.options.get("variant", "dot"),
-                    checkpoints_used=self.options.get("checkpoints", "all"))
+        """The TracIn options scorers pass on: ``variant`` ("dot"|"cosine"), ``checkpoints_used`` ("all"|"last"),
+        and random projection (``project`` = d dimensions, ``project_seed``, ``project_kind``; None = exact)."""
+        o = self.options
+        return dict(variant=o.get("variant", "dot"), checkpoints_used=o.get("checkpoints", "all"),
+                    project=o.get("project"), project_seed=o.get("project_seed", 0),
+                    project_kind=o.get("project_kind", "countsketch"))
 
 
 Scorer = Callable[[ScoreContext], np.ndarray]
@@ -265,4 +269,7 @@ SCORERS: dict[str, Scorer] = {
     "self_influence": _score_self_influence,
     "cleanlab": _score_cleanlab,
     "probe": _score_probe,
+    "ekfac": score_ekfac,  # EK-FAC influence functions (gbair_nb.peers): needs kronfluence; not for prompt tuning
 }
+# Scorers that need an optional package or a particular PET method: never part of "all"
+OPTIONAL_SCORERS = frozenset({"ekfac"})
