@@ -13,7 +13,8 @@ import torch
 from gbair_nb import peers
 from gbair_nb.influence import aggregated_influence, per_example_grads, self_influence
 from gbair_nb.peers import PeerError, ekfac_influence, ekfac_modules
-from gbair_nb.pet import load_trainable_state, make_model, trainable_state
+from gbair_nb.pet import load_trainable_state, trainable_state
+from gbair_nb.models import make_model
 from test_influence import TEST, TEST_LABELS, TRAIN, TRAIN_LABELS, _perturbed_checkpoints, _sensitive
 
 torch.set_num_threads(1)

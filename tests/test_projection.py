@@ -12,7 +12,8 @@ import torch
 from gbair_nb import projection as projection_module
 from gbair_nb.influence import (InfluenceError, aggregated_influence, lr_vector, per_example_grads, self_influence,
                                 top_influences, tracin)
-from gbair_nb.pet import make_model, trainable_state
+from gbair_nb.pet import trainable_state
+from gbair_nb.models import make_model
 from gbair_nb.projection import KINDS, Projection, distortion_bound
 from test_influence import TEST, TEST_LABELS, TRAIN, TRAIN_LABELS, _perturbed_checkpoints, _sensitive
 
@@ -285,13 +286,12 @@ def test_projected_pairwise_scores_hold_d_not_p_per_test_example(full_tiny):
 
 # ------------------------------------------------------------------------------------------ scorer and CLI
 def test_gbair_scorer_passes_projection_options(pt, ckpts):
-    from gbair_nb.recovery import _influence_kwargs
     from gbair_nb.scorers import ScoreContext
 
     ctx = ScoreContext(run=None, train=None, val=None, config=None, options={"project": 64, "project_seed": 3})
-    kw = _influence_kwargs(ctx)
+    kw = ctx.influence_options()
     assert (kw["project"], kw["project_seed"], kw["project_kind"]) == (64, 3, "countsketch")
-    assert _influence_kwargs(ScoreContext(None, None, None, None))["project"] is None  # exact by default
+    assert ScoreContext(None, None, None, None).influence_options()["project"] is None  # exact by default
 
 
 def test_recover_project_reaches_the_influence_scores(tmp_path, monkeypatch):
