@@ -44,11 +44,11 @@ def make_cell(dataset: str, mode: str, seed: int, sizes: dict | None = None):
         spec.pop("source", None), spec.pop("target", None)
     if mode == "confusable":
         from gbair_nb.data import load_dataset, split
-        from gbair_nb.cli import _confuser_probs
+        from gbair_nb.data import confuser_probs
 
         s = split(load_dataset(dataset), n_train=spec["n_train"], n_val=spec["n_val"], n_test=spec["n_test"],
                   seed=seed)
-        spec["probs"] = _confuser_probs(s.train.texts, s.train.labels, seed)
+        spec["probs"] = confuser_probs(s.train.texts, s.train.labels, seed)
     return make_scenario(dataset, seed=seed, name=f"{dataset}:{mode}", **spec)
 
 
@@ -58,7 +58,7 @@ def run_cell(dataset: str, mode: str, seed: int, scorers: list[str], out: Path, 
     from gbair_nb.probe import probe_of
     from gbair_nb.scorers import SCORERS, ScoreContext
     from gbair_nb.loop import default_k
-    from gbair_nb.report import QUICK_SCENARIO
+    from gbair_nb.scenarios import QUICK_SCENARIO
     from gbair_nb.train import TrainConfig, train
 
     sc = make_cell(dataset, mode, seed, QUICK_SCENARIO if quick else None)

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["TextDataset", "Splits", "Corruption", "DATASETS", "load_dataset", "split", "corrupt", "DataError"]
+__all__ = ["TextDataset", "Splits", "Corruption", "DATASETS", "load_dataset", "split", "corrupt", "DataError",
+           "confuser_probs"]
 
 
 class DataError(ValueError):
@@ -468,3 +469,22 @@ def corrupt(labels: Sequence[int] | np.ndarray, *, p: float, mode: str = "unifor
     else:
         noisy[chosen] = confused_with[chosen]
     return Corruption(labels=labels, noisy_labels=noisy, is_corrupted=noisy != labels, mode=mode, p=float(p))
+
+
+def confuser_probs(texts: list[str], labels, seed: int):
+    """(n, num_classes) out-of-fold class probabilities of a TF-IDF + logistic-regression model.
+
+    The 'confusable' corruption moves a label to the wrong class this quick model finds most likely; out-of-fold,
+    so no example is scored by a model that saw it.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    folds = int(min(5, np.bincount(labels).min()))
+    model = make_pipeline(TfidfVectorizer(min_df=1, ngram_range=(1, 2)), LogisticRegression(max_iter=1000))
+    if folds < 2:
+        return model.fit(texts, labels).predict_proba(texts)
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return cross_val_predict(model, texts, labels, cv=cv, method="predict_proba")

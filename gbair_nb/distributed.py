@@ -298,9 +298,9 @@ def top_influences(model, tokenizer, checkpoints: Sequence[Any], train: Any, tra
 # ------------------------------------------------------------------------------------------ the job and failure
 def _digest(report: Any) -> str:
     """What every rank must agree on before rank 0 writes: the flagged ids of every scorer and round."""
-    if isinstance(report, dict) and "scorers" in report:
-        report = {name: [r.get("flagged_ids") for r in res["rounds"]] + [res.get("final_round")]
-                  for name, res in report["scorers"].items()}
+    if isinstance(report, dict) and ("scorers" in report or "per_seed" in report):
+        report = [{name: [r.get("flagged_ids") for r in res["rounds"]] + [res.get("final_round")]
+                   for name, res in one["scorers"].items()} for one in report.get("per_seed", [report])]
     return hashlib.sha256(json.dumps(report, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -568,7 +568,9 @@ def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
     with _preserved(model), _progress(len(s.ckpts) * len(tr_texts), "self-influence", verbose) as pbar:
         for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, pbar):
             w, sq = s.weights[c], g.square_()  # the chunk's own tensor, squared in place: no (chunk, P) copies
-            out[c, start:stop] = (sq @ w.to(sq.dtype) if torch.is_tensor(w) else sq.sum(1) * w).numpy()
+            # × the rates in place, then torch's own (cascaded) sum: a BLAS dot product over 22.6M float32 terms
+            # (full fine-tuning) drifts by ~5e-4 of the score
+            out[c, start:stop] = (sq.mul_(w.to(sq.dtype)).sum(1) if torch.is_tensor(w) else sq.sum(1) * w).numpy()
     return out if per_checkpoint else out.sum(0)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from .data import Corruption, Splits, TextDataset, corrupt, load_dataset, split
 
-__all__ = ["Scenario", "SCENARIOS", "make_scenario"]
+__all__ = ["Scenario", "SCENARIOS", "QUICK_SCENARIO", "make_scenario"]
 
 
 @dataclass
@@ -39,6 +39,9 @@ class Scenario:
 # learns p(spam) ≈ 0.5 for them and whether it predicts spam at all is a coin flip of the seed (round-0 test F1
 # 0.46–0.83); with 70% labelled ham it reliably predicts ham (benchmarks/bench_base_model.py, docs/benchmarks.md).
 # The tweets behave the same way (at 50% a random round moves test F1 by −0.05 to +0.07; at 70% by nothing).
+# Quick mode: the same scenario, smaller (each training a few seconds on 2 cores); a user's file is shrunk the same way
+QUICK_SCENARIO = {"n_train": 300, "n_val": 150, "n_test": 300}
+
 SCENARIOS = {
     "sms_spam": dict(dataset="sms_spam", mode="class_conditional", p=0.7, n_train=400, n_val=200, n_test=500),
     "sms_spam_uniform": dict(dataset="sms_spam", mode="uniform", p=0.2, n_train=400, n_val=200, n_test=500),

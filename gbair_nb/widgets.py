@@ -18,36 +18,20 @@ from __future__ import annotations
 
 import html
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import ipywidgets as W
 
-from gbair_nb.relabel import JournalError, RelabelSession
+from .explain import TABLE_COLUMNS, influence_bars_frame
+from .plots.base import need_columns, truncate
+from .plots.influence import plot_influence_bars
+from .relabel import JournalError, RelabelSession
 
-if TYPE_CHECKING:  # pragma: no cover
-    from matplotlib.axes import Axes
-
-__all__ = ["RelabelWidget", "InfluenceExplorer", "plot_influence_bars", "influence_bars_frame"]
+__all__ = ["RelabelWidget", "InfluenceExplorer"]
 
 FLAGGED_COLUMNS = ("id", "text", "label", "pred", "prob", "score")
 INFLUENCED_COLUMNS = ("text", "label", "pred", "score")
-TABLE_COLUMNS = ("test_id", "test_text", "test_label", "test_pred", "train_id", "train_text", "train_label",
-                 "score", "variant", "checkpoint")
-
-
-def _truncate(text: Any, max_chars: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
-
-
-def _need_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} is missing columns {missing}; it needs {list(columns)}, got {list(df.columns)}")
-
-
 class _Displayable:
     """Shows ``self.view`` when the object is displayed (``display(w)`` or last in a cell)."""
 
@@ -76,7 +60,7 @@ class RelabelWidget(_Displayable):
 
     def __init__(self, session: RelabelSession, flagged: pd.DataFrame, *,
                  influenced: dict[int, pd.DataFrame] | None = None, max_influenced: int = 3) -> None:
-        _need_columns(flagged, FLAGGED_COLUMNS, "flagged")
+        need_columns(flagged, FLAGGED_COLUMNS, "flagged")
         if not session.flagged:
             raise ValueError("the session has no flagged list; create it with "
                              "RelabelSession(..., flagged=flagged['id']) so it can keep your place")
@@ -88,7 +72,7 @@ class RelabelWidget(_Displayable):
             raise ValueError(f"flagged has no row for ids {missing[:5]} of the session's flagged list; pass the "
                              f"same examples the session was created with")
         for i, frame in (influenced or {}).items():
-            _need_columns(frame, INFLUENCED_COLUMNS, f"influenced[{i}]")
+            need_columns(frame, INFLUENCED_COLUMNS, f"influenced[{i}]")
         self.session = session
         self._rows = rows
         self._influenced = dict(influenced or {})
@@ -200,7 +184,7 @@ class RelabelWidget(_Displayable):
         if frame is None or len(frame) == 0:
             return ""
         rows = "".join(
-            f"<tr><td>{html.escape(_truncate(r.text, 90))}</td><td>{html.escape(self._name(r.label))}</td>"
+            f"<tr><td>{html.escape(truncate(r.text, 90))}</td><td>{html.escape(self._name(r.label))}</td>"
             f"<td>{html.escape(self._name(r.pred))}</td><td>{float(r.score):.3g}</td></tr>"
             for r in frame.head(self._max_influenced).itertuples())
         return ("<details open><summary>validation mistakes it influenced most</summary><table>"
@@ -208,111 +192,6 @@ class RelabelWidget(_Displayable):
 
 
 # ---------------------------------------------------------------------------------------------- influence
-def influence_bars_frame(table: pd.DataFrame, test_id: int, *, variant: str = "dot", k: int = 5,
-                         per_checkpoint: bool = False) -> pd.DataFrame:
-    """The top ``k`` proponents and ``k`` opponents of one test example, as the numbers behind the bar chart.
-
-    Input: the long influence table (columns ``TABLE_COLUMNS``, optional ``is_corrupted``). The total influence of a
-    training example is its ``checkpoint == 'all'`` row, or the sum of its per-checkpoint rows when there is none.
-    Output: columns train_id, train_text, train_label, score (total; > 0 proponent: training on it lowered the test
-    loss), role, [is_corrupted], sorted by score, highest first. With ``per_checkpoint=True`` one row per
-    (train example, checkpoint) with ``score`` that checkpoint's contribution and ``total`` the sum.
-    """
-    _need_columns(table, TABLE_COLUMNS, "table")
-    rows = table[(table["test_id"] == test_id) & (table["variant"] == variant)]
-    is_all = rows["checkpoint"].astype(str) == "all"
-    keys = ["train_id", "train_text", "train_label"] + (["is_corrupted"] if "is_corrupted" in rows else [])
-    per_ckpt = rows[~is_all]
-    if is_all.any():
-        total = rows[is_all].groupby(keys, as_index=False, sort=False)["score"].sum()
-    else:
-        total = per_ckpt.groupby(keys, as_index=False, sort=False)["score"].sum()
-    total = total.sort_values("score", ascending=False, kind="stable")
-    top = pd.concat([total[total["score"] > 0].head(k), total[total["score"] < 0].tail(k)])
-    top = top.assign(role=np.where(top["score"] > 0, "proponent", "opponent")).reset_index(drop=True)
-    if not per_checkpoint:
-        return top
-    if per_ckpt.empty:
-        raise ValueError(f"table has no per-checkpoint rows for test example {test_id} ({variant}); "
-                         f"only checkpoint='all' -- use per_checkpoint=False")
-    long = per_ckpt[["train_id", "checkpoint", "score"]].merge(
-        top.rename(columns={"score": "total"}), on="train_id", how="inner")
-    long["checkpoint"] = long["checkpoint"].astype(int)
-    order = {t: r for r, t in enumerate(top["train_id"])}
-    long = long.sort_values(["train_id", "checkpoint"], key=lambda s: s.map(order) if s.name == "train_id" else s)
-    return long.reset_index(drop=True)
-
-
-def plot_influence_bars(df: pd.DataFrame, *, ax: "Axes | None" = None, class_names: Sequence[str] | None = None,
-                        max_chars: int = 50, title: str | None = None) -> "Axes":
-    """Horizontal bars of training examples' influence on one test example, highest on top; returns the Axes.
-
-    Input: a frame like :func:`influence_bars_frame`'s (train_text, train_label, score, optional is_corrupted,
-    optional checkpoint for stacked per-checkpoint bars). Proponents (> 0) are green, opponents red; corrupted
-    training examples are hatched and their label marked with ✗. Never calls ``plt.show()``.
-    """
-    _need_columns(df, ("train_text", "train_label", "score"), "df")
-    if ax is None:
-        import matplotlib.pyplot as plt
-
-        _, ax = plt.subplots(figsize=(9, 0.45 * max(len(df), 2) + 1.5))
-    from matplotlib.patches import Patch
-
-    def name(c: Any) -> str:
-        return class_names[int(c)] if class_names is not None else str(c)
-
-    stacked = "checkpoint" in df.columns and "total" in df.columns
-    if stacked:
-        examples = df.drop_duplicates("train_id").sort_values("total", ascending=False, kind="stable")
-    else:
-        examples = df.sort_values("score", ascending=False, kind="stable")
-    corrupted = (examples["is_corrupted"].astype(bool).to_numpy() if "is_corrupted" in examples
-                 else np.zeros(len(examples), dtype=bool))
-    y = np.arange(len(examples))
-    hatches = ["//" if c else "" for c in corrupted]
-    handles = []
-    if stacked:
-        import matplotlib
-
-        ckpts = sorted(df["checkpoint"].unique())
-        cmap = matplotlib.colormaps["viridis"]
-        pos_left, neg_left = np.zeros(len(examples)), np.zeros(len(examples))
-        ids = examples["train_id"].to_numpy()
-        for j, c in enumerate(ckpts):
-            contrib = (df[df["checkpoint"] == c].set_index("train_id")["score"].reindex(ids).fillna(0.0).to_numpy())
-            left = np.where(contrib >= 0, pos_left, neg_left)
-            color = cmap(j / max(len(ckpts) - 1, 1))
-            bars = ax.barh(y, contrib, left=left, color=color, edgecolor="black", linewidth=0.4)
-            for b, h in zip(bars, hatches):
-                b.set_hatch(h)
-            pos_left += np.where(contrib >= 0, contrib, 0)
-            neg_left += np.where(contrib < 0, contrib, 0)
-            handles.append(Patch(facecolor=color, label=f"checkpoint {c}"))
-        ax.scatter(examples["total"], y, color="black", marker="|", s=200, zorder=3, label="total")
-    else:
-        scores = examples["score"].to_numpy(dtype=float)
-        colors = np.where(scores >= 0, "tab:green", "tab:red")
-        bars = ax.barh(y, scores, color=colors, edgecolor=["black" if c else "none" for c in corrupted])
-        for b, h in zip(bars, hatches):
-            b.set_hatch(h)
-        handles += [Patch(facecolor="tab:green", label="proponent (lowered its loss)"),
-                    Patch(facecolor="tab:red", label="opponent (raised its loss)")]
-    if corrupted.any():
-        handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="✗ corrupted label"))
-    ax.set_yticks(y)
-    ax.set_yticklabels([f"{'✗ ' if c else ''}[{name(l)}] {_truncate(t, max_chars)}"
-                        for c, l, t in zip(corrupted, examples["train_label"], examples["train_text"])])
-    ax.invert_yaxis()  # first row (highest influence) on top
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("TracIn influence (> 0: proponent, < 0: opponent)")
-    ax.set_ylabel("training example [given label] text")
-    if handles:
-        ax.legend(handles=handles, loc="best", fontsize="small")
-    if title:
-        ax.set_title(title)
-    return ax
-
-
 class InfluenceExplorer(_Displayable):
     """Pick a validation/test example and see its top proponents and opponents as a bar chart.
 
@@ -326,7 +205,7 @@ class InfluenceExplorer(_Displayable):
 
     def __init__(self, table: pd.DataFrame, *, plot_fn: Callable[..., Any] | None = None,
                  class_names: Sequence[str] | None = None, k: int = 5, max_chars: int = 60) -> None:
-        _need_columns(table, TABLE_COLUMNS, "table")
+        need_columns(table, TABLE_COLUMNS, "table")
         if len(table) == 0:
             raise ValueError("table is empty; compute influences first")
         self.table = table
@@ -367,7 +246,7 @@ class InfluenceExplorer(_Displayable):
         if scope == "mistakes":
             tests = tests[tests["test_label"] != tests["test_pred"]]
         return [(f"#{t} [{self._name(r.test_label)} → {self._name(r.test_pred)}]"
-                 f"{' ✗' if r.test_label != r.test_pred else ''} {_truncate(r.test_text, self.max_chars)}", t)
+                 f"{' ✗' if r.test_label != r.test_pred else ''} {truncate(r.test_text, self.max_chars)}", t)
                 for t, r in zip(tests.index, tests.itertuples())]
 
     def _on_scope(self, change: dict) -> None:

@@ -9,10 +9,19 @@ import pandas as pd
 import pytest
 
 from gbair_nb import cli
+from gbair_nb.cli import args as cli_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--backbone", "tiny", "--quick", "--quiet", "--n-train", "40", "--n-val", "20", "--n-test", "20",
         "--epochs", "2"]
+
+
+def _read(run_dir):
+    """(splits, corruption) of a train run, read back and checked."""
+    from gbair_nb.runs import read_run_data
+
+    data = read_run_data(run_dir)
+    return data.splits, data.corruption
 
 
 def gbair(*args, timeout=240):
@@ -49,7 +58,7 @@ def test_train_writes_run_corruption_and_metrics(tmp_path):
     # the data of a run can be rebuilt from its folder, and it is what the checkpoints were trained on
     from gbair_nb.runs import load_run
 
-    split_back, corruption = cli.load_run_data(out)
+    split_back, corruption = _read(out)
     assert corruption.n_corrupted == 10
     load_run(out, split_back.train.with_labels(corruption.noisy_labels), load=None)
 
@@ -143,7 +152,7 @@ def test_sizes_and_a_time_estimate_are_said_before_training(tmp_path, capsys, mo
                      str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 0, err
-    sizes = {k: cli.FULL_SIZES[k] for k in ("n_train", "n_val", "n_test")}
+    sizes = {k: cli_args.FULL_SIZES[k] for k in ("n_train", "n_val", "n_test")}
     assert json.loads((tmp_path / "run" / "data.json").read_text())["split_sizes"] == {
         "train": sizes["n_train"], "val": sizes["n_val"], "test": sizes["n_test"]}  # capped, not 60/20/20 of 3000
     assert "--n-train" in err and "estimate" in err
@@ -152,10 +161,10 @@ def test_sizes_and_a_time_estimate_are_said_before_training(tmp_path, capsys, mo
 def test_choose_sizes_caps_big_files_and_keeps_fractions_for_small_ones():
     caps = {"n_train": 400, "n_val": 200, "n_test": 500}
     none = {"n_train": None, "n_val": None, "n_test": None}
-    assert cli.choose_sizes(none, 9173, caps)[0] == caps
-    assert cli.choose_sizes(none, 1000, caps)[0] == {"n_train": 0.6, "n_val": 0.2, "n_test": 0.2}
-    assert cli.choose_sizes({**none, "n_train": 50}, 9173, caps)[0] == {**caps, "n_train": 50}
-    for sizes, note in [cli.choose_sizes(none, 9173, caps), cli.choose_sizes(none, 100, caps)]:
+    assert cli_args.choose_sizes(none, 9173, caps)[0] == caps
+    assert cli_args.choose_sizes(none, 1000, caps)[0] == {"n_train": 0.6, "n_val": 0.2, "n_test": 0.2}
+    assert cli_args.choose_sizes({**none, "n_train": 50}, 9173, caps)[0] == {**caps, "n_train": 50}
+    for sizes, note in [cli_args.choose_sizes(none, 9173, caps), cli_args.choose_sizes(none, 100, caps)]:
         assert "--n-train" in note
 
 
@@ -206,7 +215,7 @@ def test_train_into_an_old_run_replaces_it_whole(tmp_path, capsys):
     assert json.loads((out / "data.json").read_text())["seed"] == 2
     from gbair_nb.runs import load_run
 
-    split_back, corruption = cli.load_run_data(out)
+    split_back, corruption = _read(out)
     load_run(out, split_back.train.with_labels(corruption.noisy_labels), load=None)  # one run, checked whole
 
 

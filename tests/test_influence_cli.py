@@ -20,6 +20,14 @@ PAIR_COLUMNS = ["test_id", "test_text", "test_label", "test_pred", "train_id", "
 SELF_COLUMNS = ["id", "text", "noisy_label", "label", "is_corrupted", "self_influence", "rank"]
 
 
+def _read(run_dir):
+    """(splits, corruption) of a train run, read back and checked."""
+    from gbair_nb.runs import read_run_data
+
+    data = read_run_data(run_dir)
+    return data.splits, data.corruption
+
+
 def gbair(*args, timeout=240):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GBAIR_QUICK": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "gbair_nb", *map(str, args)], capture_output=True, text=True,
@@ -44,7 +52,7 @@ def influence_out(train_run):
 
 
 def test_writes_proponents_opponents_and_self_influence(train_run, influence_out):
-    splits, corruption = cli.load_run_data(train_run)
+    splits, corruption = _read(train_run)
     prop = pd.read_csv(influence_out / "proponents.csv")
     opp = pd.read_csv(influence_out / "opponents.csv")
     for df in (prop, opp):
@@ -80,7 +88,7 @@ def test_self_influence_equals_the_library_in_process(train_run, influence_out):
     from gbair_nb.influence import self_influence
     from gbair_nb.runs import load_run
 
-    splits, corruption = cli.load_run_data(train_run)
+    splits, corruption = _read(train_run)
     noisy = splits.train.with_labels(corruption.noisy_labels)
     run = load_run(train_run, noisy)
     want = self_influence(run.model, run.tokenizer, run.checkpoints, noisy, max_length=run.config.max_length,
@@ -95,13 +103,13 @@ def test_last_checkpoint_cosine_on_test_feeds_the_explorer(train_run, tmp_path, 
                      "--checkpoints", "last", "--quiet", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     prop = pd.read_csv(out / "proponents.csv")
-    splits, _ = cli.load_run_data(train_run)
+    splits, _ = _read(train_run)
     assert sorted(set(prop["test_id"])) == sorted(splits.test.ids) and len(prop) == 2 * 20
     assert (prop["variant"] == "cosine").all() and (prop["checkpoint"] == 1).all()  # the last of 2 checkpoints
     # cosine with one checkpoint: |score| ≤ that checkpoint's largest learning rate (the prompt's, above the head's)
     lr = json.loads((train_run / "run.json").read_text())["checkpoints"][-1]["lr"]
     assert 0 < prop["score"].abs().max() <= lr * (1 + 1e-4)
-    from gbair_nb.widgets import influence_bars_frame
+    from gbair_nb.explain import influence_bars_frame
 
     table = pd.concat([prop, pd.read_csv(out / "opponents.csv")])
     bars = influence_bars_frame(table, int(prop["test_id"].iloc[0]), variant="cosine", k=2)

@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from gbair_nb.report import curve_frame, plot_recovery_curves, run_recovery  # noqa: E402
+from gbair_nb.plots import plot_recovery_curves  # noqa: E402
+from gbair_nb.report import curve_frame, run_recovery  # noqa: E402
 from test_recovery import TINY, toy_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def test_recovered_fraction_matches_rounds(report):
 def test_curve_frame_and_plot_show_the_numbers(report):
     df = curve_frame(report)
     assert len(df) == 6 and set(df["scorer"]) == {"loss", "random"}
-    ax = plot_recovery_curves(report)
+    ax = plot_recovery_curves(curve_frame(report))
     lines = {l.get_label(): l for l in ax.get_lines()}
     np.testing.assert_allclose(lines["loss"].get_ydata(), df[df.scorer == "loss"]["test_macro_f1"])
     assert lines["clean labels (reference)"].get_ydata()[0] == pytest.approx(report["clean"]["test_macro_f1"])
@@ -145,14 +146,20 @@ class Stop(Exception):
     """Raised by a stand-in for run_recovery: the scenario was built, nothing was trained."""
 
 
+def _no_training(monkeypatch):
+    """Any training from here on fails the test."""
+    from gbair_nb import cache, recovery
+
+    monkeypatch.setattr(recovery, "train_clean_reference", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(cache, "cached_train", lambda *a, **k: pytest.fail("trained"))
+
+
 @pytest.fixture
 def scenario_of(monkeypatch, capsys):
     """Run `recover` in-process up to the first training; return (scenario, kwargs, stderr)."""
     from gbair_nb import cli, report as report_module
-    from gbair_nb import recovery
 
-    for module in (recovery, report_module):
-        monkeypatch.setattr(module, "train_clean_reference", lambda *a, **k: pytest.fail("trained"))
+    _no_training(monkeypatch)
 
     def fake(scenario, **kwargs):
         raise Stop(scenario, kwargs)
@@ -180,7 +187,7 @@ def _user_csv(path: Path, n: int) -> Path:
 
 
 def test_quick_mode_shrinks_a_file_as_it_shrinks_the_built_ins(scenario_of, tmp_path):
-    from gbair_nb.report import QUICK_SCENARIO
+    from gbair_nb.scenarios import QUICK_SCENARIO
 
     f = _user_csv(tmp_path / "big.csv", 9173)
     sc, _, err = scenario_of("--dataset", f, "--quick", "--out", tmp_path / "r")
@@ -212,23 +219,21 @@ def test_full_mode_caps_a_big_file_at_the_default_scenario(scenario_of, tmp_path
 
 
 def test_confusable_corruption_uses_the_tfidf_confuser(scenario_of, tmp_path):
-    from gbair_nb import cli
-    from gbair_nb.data import corrupt
+    from gbair_nb.data import confuser_probs, corrupt
 
     sc, _, _ = scenario_of("--mode", "confusable", "--corrupt", "0.2", "--dataset", "tweets", "--fix", "predict",
                            "--quick", "--out", tmp_path / "r")
     train = sc.splits.train
     assert sc.corruption.mode == "confusable" and sc.corruption.n_corrupted == round(0.2 * len(train))
-    probs = cli.confuser_probs(train.texts, train.labels, 0)
+    probs = confuser_probs(train.texts, train.labels, 0)
     want = corrupt(train.labels, p=0.2, mode="confusable", seed=0, probs=probs)
     assert np.array_equal(sc.corruption.noisy_labels, want.noisy_labels)
 
 
 def test_k_larger_than_the_training_set_is_refused_before_training(tmp_path, monkeypatch, capsys):
-    from gbair_nb import cli, recovery, report as report_module
+    from gbair_nb import cli
 
-    for module in (recovery, report_module):
-        monkeypatch.setattr(module, "train_clean_reference", lambda *a, **k: pytest.fail("trained"))
+    _no_training(monkeypatch)
     code = cli.main(["recover", "--backbone", "tiny", "--quick", "--n-train", "60", "--n-val", "30", "--n-test",
                      "30", "--k", "61", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
@@ -237,10 +242,9 @@ def test_k_larger_than_the_training_set_is_refused_before_training(tmp_path, mon
 
 
 def test_out_that_cannot_be_written_is_refused_before_training(tmp_path, monkeypatch, capsys):
-    from gbair_nb import cli, recovery, report as report_module
+    from gbair_nb import cli
 
-    for module in (recovery, report_module):
-        monkeypatch.setattr(module, "train_clean_reference", lambda *a, **k: pytest.fail("trained"))
+    _no_training(monkeypatch)
     (tmp_path / "file").write_text("in the way")
     code = cli.main(["recover", "--backbone", "tiny", "--quick", "--out", str(tmp_path / "file" / "r")])
     err = capsys.readouterr().err
@@ -248,10 +252,8 @@ def test_out_that_cannot_be_written_is_refused_before_training(tmp_path, monkeyp
 
 
 def test_run_recovery_checks_scorers_and_k_before_training(monkeypatch):
-    from gbair_nb import recovery, report as report_module
 
-    for module in (recovery, report_module):
-        monkeypatch.setattr(module, "train_clean_reference", lambda *a, **k: pytest.fail("trained"))
+    _no_training(monkeypatch)
     for kwargs, message in [({"scorers": []}, "no scorer"), ({"scorers": ["magic"]}, "unknown scorer"),
                             ({"k": 41}, "k must be")]:
         with pytest.raises(ValueError, match=message):

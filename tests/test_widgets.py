@@ -15,7 +15,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from gbair_nb.relabel import RelabelSession  # noqa: E402
-from gbair_nb.widgets import InfluenceExplorer, RelabelWidget, influence_bars_frame, plot_influence_bars  # noqa: E402
+from gbair_nb.explain import influence_bars_frame  # noqa: E402
+from gbair_nb.plots import plot_influence_bars  # noqa: E402
+from gbair_nb.widgets import InfluenceExplorer, RelabelWidget  # noqa: E402
 
 CLASSES = ["ham", "spam"]
 IDS = np.arange(20, dtype=np.int64) + 100

@@ -1,4 +1,4 @@
-"""``python -m gbair_nb influence``: TracIn scores of a ``train`` run, written as CSV files.
+"""``influence``: TracIn scores of a ``train`` run, written as CSV files.
 
 Reads a folder written by ``python -m gbair_nb train --out DIR`` (``run.json``, ``checkpoints/``, ``data.json``,
 ``splits.csv``, ``corruption.csv``), rebuilds the data and the model, checks everything the folder claims
@@ -28,29 +28,29 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["add_arguments", "run", "OUTPUT_FILES"]
+from .args import positive_int
+
+__all__ = ["add_arguments", "run", "OUTPUT_FILES", "self_influence_table"]
 
 OUTPUT_FILES = ("proponents.csv", "opponents.csv", "self_influence.csv", "influence.json")
 _RUN_FILES = ("run.json", "data.json", "splits.csv", "corruption.csv")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import _positive_int
-
     parser.add_argument("--run", required=True, type=Path, metavar="DIR",
                         help="a folder written by `python -m gbair_nb train --out DIR`")
     parser.add_argument("--on", default="test", choices=["val", "test"],
                         help="whose proponents/opponents to find: the run's validation or test split (default test)")
-    parser.add_argument("--top-k", type=_positive_int, default=5, metavar="K",
+    parser.add_argument("--top-k", type=positive_int, default=5, metavar="K",
                         help="proponents and opponents kept per example (default 5)")
     parser.add_argument("--variant", default="dot", choices=["dot", "cosine"],
                         help="dot: raw gradient products (Pruthi et al., default); cosine: gradients normalised "
                              "per checkpoint (proponents/opponents only; self-influence is always dot)")
     parser.add_argument("--checkpoints", default="all", choices=["all", "last"],
                         help="sum over every saved checkpoint (TracInCP, default) or use only the last")
-    parser.add_argument("--project", type=_positive_int, default=None, metavar="D",
+    parser.add_argument("--project", type=positive_int, default=None, metavar="D",
                         help="scores from random projections of the gradients to D dimensions (default: exact)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16, help="examples per gradient batch")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="examples per gradient batch")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="directory for the CSV files")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -66,7 +66,7 @@ def _check_run_dir(run_dir: Path) -> None:
     if missing:
         raise FileNotFoundError(f"--run {run_dir} is not a train run: it has no {', '.join(missing)} "
                                 f"(python -m gbair_nb train --out DIR writes them)")
-    from .runs import checkpoint_path, read_record
+    from ..runs import checkpoint_path, read_record
 
     record = read_record(run_dir)
     if not record["checkpoints"]:
@@ -77,20 +77,8 @@ def _check_run_dir(run_dir: Path) -> None:
                                 f"(expected under {run_dir / 'checkpoints'}); train again into an empty folder")
 
 
-def _tables(prop, opp, train_ds, corruption, variant: str, checkpoint):
-    """Add the truth about each training example (it was corrupted on purpose) and the explorer's columns."""
-    import pandas as pd
-
-    truth = pd.DataFrame({"train_id": train_ds.ids, "train_true_label": corruption.labels,
-                          "is_corrupted": corruption.is_corrupted})
-    out = []
-    for df in (prop, opp):
-        df = df.merge(truth, on="train_id", how="left", validate="many_to_one")
-        df["variant"], df["checkpoint"] = variant, checkpoint
-        cols = ["test_id", "test_text", "test_label", "test_pred", "train_id", "train_text", "train_label",
-                "train_true_label", "is_corrupted", "score", "rank", "variant", "checkpoint"]
-        out.append(df[cols])
-    return out
+TABLE_COLUMNS = ["test_id", "test_text", "test_label", "test_pred", "train_id", "train_text", "train_label",
+                 "train_true_label", "is_corrupted", "score", "rank", "variant", "checkpoint"]
 
 
 def self_influence_table(train_ds, corruption, scores):
@@ -109,8 +97,8 @@ def self_influence_table(train_ds, corruption, scores):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .files import check_writable
-    from .runs import read_run_data
+    from ..files import check_writable
+    from ..runs import read_run_data
 
     run_dir: Path = args.run
     _check_run_dir(run_dir)
@@ -122,26 +110,30 @@ def run(args: argparse.Namespace) -> int:
     if len(on_ds) == 0:
         raise ValueError(f"the run's {args.on} split is empty; use --on {'test' if args.on == 'val' else 'val'}")
 
-    from .config import setup
+    from ..config import setup
 
     setup(quiet=True)
-    from .influence import self_influence, top_influences
-    from .metrics import detection_metrics
-    from .runs import load_run
+    from ..explain import influence_table
+    from ..influence import self_influence
+    from ..metrics import detection_metrics
+    from ..runs import load_run
 
     t0 = time.perf_counter()
     r = load_run(run_dir, noisy_train)  # every checkpoint checked; FingerprintError unless these are its labels
     opts = dict(checkpoints_used=args.checkpoints, batch_size=args.batch_size, max_length=r.config.max_length,
                 project=args.project, verbose=not args.quiet)
     t1 = time.perf_counter()
-    prop, opp = top_influences(r.model, r.tokenizer, r.checkpoints, noisy_train, on_ds, k=args.top_k,
-                               variant=args.variant, **opts)
+    table = influence_table(r.model, r.tokenizer, r.checkpoints, noisy_train, on_ds, k=args.top_k,
+                            variants=(args.variant,), is_corrupted=corruption.is_corrupted, **opts)
     t2 = time.perf_counter()
     scores = self_influence(r.model, r.tokenizer, r.checkpoints, noisy_train, variant="dot", **opts)
     t3 = time.perf_counter()
 
-    checkpoint = "all" if args.checkpoints == "all" else len(r.checkpoints) - 1
-    prop, opp = _tables(prop, opp, noisy_train, corruption, args.variant, checkpoint)
+    if args.checkpoints == "last":  # the one checkpoint used, by its position
+        table["checkpoint"] = len(r.checkpoints) - 1
+    table["train_true_label"] = table["train_id"].map(dict(zip(noisy_train.ids.tolist(), corruption.labels.tolist())))
+    prop, opp = (table[table["role"] == role][TABLE_COLUMNS].reset_index(drop=True)
+                 for role in ("proponent", "opponent"))
     self_table = self_influence_table(noisy_train, corruption, scores)
     detection = detection_metrics(scores, corruption.is_corrupted)
     summary = {
@@ -155,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         "seconds": {"load": round(t1 - t0, 3), "top_influences": round(t2 - t1, 3),
                     "self_influence": round(t3 - t2, 3)},
     }
-    from .files import atomic_path, staged_folder, write_atomic
+    from ..files import atomic_path, staged_folder, write_atomic
 
     with staged_folder(out, replaces=OUTPUT_FILES, last="influence.json") as stage:
         for name, table in [("proponents.csv", prop), ("opponents.csv", opp), ("self_influence.csv", self_table)]:
