@@ -20,7 +20,8 @@ from .recovery import check_fix, gbair
 from .scenarios import Scenario
 from .scorers import SCORERS
 
-__all__ = ["run_recovery", "run_recovery_seeds", "summarise_seeds", "curve_frame", "json_safe"]
+__all__ = ["run_recovery", "run_recovery_seeds", "summarise_seeds", "curve_frame", "json_safe", "detector_results",
+           "detector_matrix"]
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +205,40 @@ def curve_frame(report: dict, metric: str = "test_macro_f1") -> pd.DataFrame:
                           f"{report['corruption']['n_corrupted']} wrong labels of {report['sizes']['train']} "
                           f"({seeds})")
     return df
+
+
+# ------------------------------------------------------------------------------ the detection matrix (05, benchmarks)
+def detector_results(folder) -> pd.DataFrame:
+    """The JSON files ``benchmarks/bench_detectors.py`` writes (one per dataset × noise mode × seed), as one long
+    frame: a row per (dataset, mode, seed, scorer) with the round-1 detection metrics and seconds."""
+    import json
+    from pathlib import Path
+
+    rows = []
+    for f in sorted(Path(folder).glob("*.json")):
+        r = json.loads(f.read_text())
+        for scorer, m in r["scorers"].items():
+            rows.append({"dataset": r["dataset"], "mode": r["mode"], "seed": r["seed"], "scorer": scorer,
+                         "n_corrupted": r["n_corrupted"], "n_train": r["n_train"], **m})
+    if not rows:
+        raise FileNotFoundError(f"no detector results (*.json) in {folder}: run benchmarks/bench_detectors.py first")
+    return pd.DataFrame(rows)
+
+
+def detector_matrix(results: pd.DataFrame, metric: str = "auprc") -> pd.DataFrame:
+    """Scorer × cell (``dataset/mode``) summary of :func:`detector_results`: one row per (scorer, cell) with the
+    ``mean`` of ``metric`` over seeds, the ``half`` width of its 95% interval (NaN with one seed) and ``n`` seeds,
+    plus ``best`` (the scorer with the highest mean in that cell) and ``within`` (this scorer's mean lies inside
+    the best scorer's 95% interval, or above it — the goal the default scorer is held to)."""
+    df = results.assign(cell=results["dataset"] + "/" + results["mode"])
+    rows = []
+    for (scorer, cell), g in df.groupby(["scorer", "cell"], sort=False):
+        mean, half, n = mean_ci(g[metric].to_numpy(dtype=np.float64))
+        rows.append({"scorer": scorer, "cell": cell, "mean": mean, "half": half, "n": n})
+    out = pd.DataFrame(rows)
+    best = out.loc[out.groupby("cell")["mean"].idxmax()].set_index("cell")
+    out["best"] = out["cell"].map(best["scorer"])
+    low = out["cell"].map(best["mean"] - best["half"].fillna(0.0))
+    out["within"] = out["mean"] >= low
+    out.attrs["metric"] = metric
+    return out

@@ -190,6 +190,13 @@ def _score_gbair_rank(ctx: ScoreContext) -> np.ndarray:
     return (percentile_ranks(_score_gbair_balanced(ctx)) + percentile_ranks(_score_loss(ctx))) / 2
 
 
+def _score_gbair_probe(ctx: ScoreContext) -> np.ndarray:
+    """Mean percentile rank of the class-balanced G-BAIR score and the trusted probe: influence through the tuned
+    model, and a second opinion from frozen embeddings fit on the clean validation set only — two views that share
+    no trained parameters, no weights to tune."""
+    return (percentile_ranks(_score_gbair_balanced(ctx)) + percentile_ranks(_score_probe(ctx))) / 2
+
+
 def _score_probe(ctx: ScoreContext) -> np.ndarray:
     """1 − p(given label) under a logistic regression on frozen embeddings fit on the clean validation set only."""
     from .probe import probe_of
@@ -255,6 +262,7 @@ GBAIR_VARIANTS: dict[str, Scorer] = {
     "gbair_balanced": _score_gbair_balanced,
     "gbair_balanced_unit": _score_gbair_balanced_unit,
     "gbair_rank": _score_gbair_rank,
+    "gbair_probe": _score_gbair_probe,
 }
 DEFAULT_GBAIR = "gbair_mistakes"
 

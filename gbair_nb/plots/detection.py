@@ -10,7 +10,7 @@ from ..metrics import detection_metrics, percentile_ranks
 from .base import new_axes
 
 __all__ = ["score_frame", "plot_score_distributions", "binned_scores", "plot_binned_scores", "inspection_curve",
-           "plot_inspection_curve"]
+           "plot_inspection_curve", "plot_detector_matrix"]
 
 
 def score_frame(scores: dict[str, np.ndarray], is_corrupted: Sequence[bool] | np.ndarray) -> pd.DataFrame:
@@ -128,4 +128,29 @@ def plot_inspection_curve(df: pd.DataFrame, *, ax=None, label: str = "self-influ
     ax.legend(fontsize="small", loc="lower right")
     if title:
         ax.set_title(title)
+    return ax
+
+
+def plot_detector_matrix(matrix: pd.DataFrame, *, ax=None, highlight: str | None = None, title: str | None = None):
+    """Heatmap of :func:`gbair_nb.report.detector_matrix`: scorers down, cells (dataset/noise) across, colour = the
+    mean metric over seeds, each square annotated ``mean ± half-width`` (one seed: the mean alone). ``highlight``
+    outlines one scorer's row (the toolkit's default)."""
+    import seaborn as sns
+
+    table = matrix.pivot(index="scorer", columns="cell", values="mean")
+    table = table.loc[table.mean(axis=1).sort_values(ascending=False).index]
+    half = matrix.pivot(index="scorer", columns="cell", values="half").reindex_like(table)
+    notes = table.map(lambda v: "" if np.isnan(v) else f"{v:.2f}")
+    notes = notes.where(half.isna(), notes + "\n±" + half.map(lambda v: f"{v:.2f}"))
+    ax = ax if ax is not None else new_axes(figsize=(1.6 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
+    sns.heatmap(table, annot=notes, fmt="", cmap="viridis", vmin=0, vmax=1, ax=ax,
+                cbar_kws={"label": matrix.attrs.get("metric", "metric")}, annot_kws={"fontsize": 7})
+    if highlight is not None and highlight in table.index:
+        from matplotlib.patches import Rectangle
+
+        row = list(table.index).index(highlight)
+        ax.add_patch(Rectangle((0, row), table.shape[1], 1, fill=False, edgecolor="red", linewidth=2))
+    ax.set_xlabel("dataset / noise")
+    ax.set_ylabel("")
+    ax.set_title(title or f"round-1 detection: {matrix.attrs.get('metric', '')} (mean over seeds)")
     return ax
