@@ -42,8 +42,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("gbair_nb", "tests", "pytest.ini")  # what the targeted tests need, relative to the repository root
 TIMEOUT_S = 600  # one mutant's tests; a mutant that hangs them counts as killed (a hang does not pass CI)
+# PYTEST_DISABLE_PLUGIN_AUTOLOAD: the targeted tests use no plugin (xdist, nbval, benchmark, ...), and loading them
+# all costs about 8 s per pytest process, half of a mutant's time
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GBAIR_QUICK": "1", "HF_HUB_OFFLINE": "1",
-       "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}
+       "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg",
+       "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "COLUMNS": "240"}
+
+
+class UsageError(Exception):
+    """Bad input or a broken environment: reported as one line ``error: …``, exit 2."""
 
 
 class MutationError(Exception):
@@ -128,7 +135,9 @@ MUTATIONS: tuple[Mutation, ...] = (
              ("tests/test_influence.py::test_fast_path_equals_loop_prompt_tuning",)),
     Mutation("replay_ignores_undo", "replaying a relabel journal skips its undo entries",
              "gbair_nb/relabel.py", "RelabelSession._replay",
-             "self._apply_undo()", "pass", ("tests/test_relabel.py::test_replay_reproduces_exact_state_and_cursor",)),
+             "self._apply_undo()", "pass",
+             ("tests/test_relabel.py::test_an_undo_is_replayed_when_the_session_is_reopened",
+              "tests/test_relabel.py::test_replay_reproduces_exact_state_and_cursor")),
     Mutation("undo_forgets_removal", "undo restores the label but leaves a removed example removed",
              "gbair_nb/relabel.py", "RelabelSession._apply_undo",
              "self._labels[p], self._removed[p] = label, removed", "self._labels[p] = label",
@@ -233,13 +242,13 @@ def run_tests(copy: Path, tests: tuple[str, ...]) -> tuple[str, float, str]:
 
 
 def check_imports_copy(copy: Path) -> None:
-    """Make sure a test run in ``copy`` imports the copied package, not an installed one."""
+    """Make sure a test run in ``copy`` imports the copied package, not an installed one (:class:`UsageError`)."""
     env = {**os.environ, **ENV, "PYTHONPATH": str(copy)}
     out = subprocess.run([sys.executable, "-c", "import gbair_nb; print(gbair_nb.__file__)"], cwd=copy, env=env,
                          capture_output=True, text=True).stdout.strip()
     if not Path(out).resolve().is_relative_to(copy.resolve()):
-        raise SystemExit(f"error: a test run in the copy imports gbair_nb from {out or '(nothing)'}, not from the "
-                         f"copy {copy}; check PYTHONPATH and how gbair_nb is installed")
+        raise UsageError(f"a test run in the copy imports gbair_nb from {out or '(nothing)'}, not from the copy "
+                         f"{copy}; check PYTHONPATH and how gbair_nb is installed")
 
 
 def run_mutant(m: Mutation, workdir: Path) -> tuple[str, float, str]:
@@ -254,7 +263,10 @@ def run_mutant(m: Mutation, workdir: Path) -> tuple[str, float, str]:
     outcome, seconds, tail = run_tests(copy, m.tests)
     shutil.rmtree(copy, ignore_errors=True)
     status = {"failed": "killed", "timeout": "killed", "passed": "survived"}.get(outcome, "error")
-    detail = "(timed out)" if outcome == "timeout" else tail if outcome == "error" else ""
+    if outcome == "failed":  # which test caught it, and how: pytest's short summary line (-ra in pytest.ini)
+        detail = "\n".join(line[:200] for line in tail.splitlines() if line.startswith(("FAILED", "ERROR")))
+    else:
+        detail = "(timed out)" if outcome == "timeout" else tail if outcome == "error" else ""
     return status, seconds, detail
 
 
@@ -265,7 +277,7 @@ def select(only: str | None) -> list[Mutation]:
     known = {m.name: m for m in MUTATIONS}
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"error: --only names unknown mutation(s) {', '.join(unknown)}; "
+        raise UsageError(f"--only names unknown mutation(s) {', '.join(unknown)}; "
                          f"see `python scripts/mutants.py --list`")
     return [known[n] for n in names]
 
@@ -297,19 +309,8 @@ def check(mutations: list[Mutation]) -> int:
     return 1 if problems else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--list", action="store_true", help="print the mutations and exit")
-    ap.add_argument("--check", action="store_true", help="dry apply every mutation (no tests run); exit 1 if one "
-                                                         "no longer applies or names a missing test")
-    ap.add_argument("--only", metavar="NAME[,NAME]", help="run only these mutations")
-    ap.add_argument("--jobs", type=int, choices=(1, 2), default=1, help="mutants tested at once (default 1)")
-    args = ap.parse_args(argv)
-    mutations = select(args.only)
-    if args.list:
-        return list_mutations(mutations)
-    if args.check:
-        return check(mutations)
+def run(mutations: list[Mutation], *, jobs: int = 1) -> int:
+    """The baseline, then every mutant: 0 when all are killed, 1 otherwise, 2 when the baseline fails."""
     if check(mutations):
         return 1
     t_start = time.perf_counter()
@@ -324,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         if outcome != "passed":
             print(tail, file=sys.stderr)
             print("error: the targeted tests do not pass on the unmutated code; fix that first, mutants prove "
-                  "nothing until they do", file=sys.stderr)
+                  "nothing until they do (a test that needs a pytest plugin: see PYTEST_DISABLE_PLUGIN_AUTOLOAD in "
+                  "ENV)", file=sys.stderr)
             return 2
         results: dict[str, tuple[str, float, str]] = {}
         width = max(len(m.name) for m in mutations)
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             if detail:
                 print("    " + detail.replace("\n", "\n    "), flush=True)
 
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(one, mutations))
     killed = [m.name for m in mutations if results[m.name][0] == "killed"]
     survived = [m.name for m in mutations if results[m.name][0] == "survived"]
@@ -346,6 +348,26 @@ def main(argv: list[str] | None = None) -> int:
     if errors:
         print(f"errors (mutation or tests could not run): {', '.join(errors)}")
     return 0 if len(killed) == len(mutations) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--list", action="store_true", help="print the mutations and exit")
+    ap.add_argument("--check", action="store_true", help="dry apply every mutation (no tests run); exit 1 if one "
+                                                         "no longer applies or names a missing test")
+    ap.add_argument("--only", metavar="NAME[,NAME]", help="run only these mutations")
+    ap.add_argument("--jobs", type=int, choices=(1, 2), default=1, help="mutants tested at once (default 1)")
+    args = ap.parse_args(argv)
+    try:
+        mutations = select(args.only)
+        if args.list:
+            return list_mutations(mutations)
+        if args.check:
+            return check(mutations)
+        return run(mutations, jobs=args.jobs)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
