@@ -15,13 +15,15 @@ unmutated copy: they must pass, or nothing the mutants show means anything (exit
     python scripts/mutants.py --check         # dry apply: every mutation still applies and its tests exist (1 s)
     python scripts/mutants.py --only gbair_sign_dropped,replay_ignores_undo --jobs 2
 
-Tests are selected by node id (``tests/test_loop.py::test_name``), not with ``-k``: a renamed test then stops the
-run (pytest exit 4, reported as an error), where a ``-k`` that matches nothing would select zero tests — which
-tests/conftest.py turns into a failure, that is, a mutant counted as killed by no test at all.
+Tests are selected by node id (``tests/test_loop.py::test_name``), not with ``-k``: a renamed test is caught before
+anything runs (the run starts with ``--check``; pytest itself would exit 4, counted as an error), where a ``-k``
+that matches nothing selects zero tests — which tests/conftest.py turns into a failure, that is, a mutant counted as
+killed by no test at all. A mutant counts as killed only when pytest exits 1 with a failed or erroring test in its
+report.
 
-Time: measured 228 s for the 18 mutants plus the baseline with ``--jobs 1`` on the 2-core machine, load 2.0 (another
-test process running beside it); ``--jobs 2`` on an idle machine takes about half. docs/mutants.md lists each
-mutant, the test that kills it and its seconds.
+Time: measured 142 s for the 20 mutants plus the baseline with ``--jobs 1`` on the 2-core machine, load 1.9-2.3
+(another test process beside it); 194 s for 18 of them at load 3. Most of a mutant's seconds are Python starting
+pytest and importing torch. docs/mutants.md lists each mutant, the test that kills it and its seconds.
 """
 from __future__ import annotations
 
