@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gbair_nb.data import TextDataset, corrupt, split
+from gbair_nb.data import Corruption, TextDataset, corrupt, split
 from gbair_nb.loop import LoopState, RoundRecord, StoppingRule
 import sys
 from pathlib import Path
@@ -104,6 +104,26 @@ def test_flag_apply_record_on_planted_scores():
     # the scenario is untouched; history holds what each round trained on
     np.testing.assert_array_equal(state.history[0][0], sc.corruption.noisy_labels)
     assert (state.history[1][0] != sc.corruption.noisy_labels).sum() == 3
+
+
+def test_fixed_counts_only_labels_that_become_right():
+    """Three classes: a wrong label relabeled to the truth is fixed; a wrong label relabeled to another wrong class
+    is not, nor is a right label relabeled away (which makes it wrong)."""
+    n = 15
+    ds = TextDataset(np.arange(100, 100 + n), [f"text {i}" for i in range(n)], np.arange(n) % 3, ["a", "b", "c"],
+                     "planted, 3 classes")
+    s = split(ds, n_train=9, n_val=3, n_test=3, seed=0)
+    truth = s.train.labels.copy()
+    noisy = truth.copy()
+    noisy[[0, 1]] = (truth[[0, 1]] + 1) % 3
+    sc = Scenario("planted, 3 classes", s, Corruption(truth, noisy, noisy != truth, "planted", 2 / 9))
+    state = LoopState(sc, k=3)
+    state.record(metrics())
+    new = {0: truth[0], 1: (truth[1] + 2) % 3, 2: (truth[2] + 1) % 3}  # fixed, wrong → other wrong, right → wrong
+    out = state.apply([0, 1, 2], lambda pos, labels, ctx: {p: ("relabel", int(new[p])) for p in pos}, ctx=None)
+    assert (out.fixed, out.precision) == (1, pytest.approx(2 / 3))
+    rec = state.record(metrics(0.6))
+    assert (rec.n_fixed_correctly, rec.wrong_labels_remaining) == (1, 2)  # position 1 still wrong, 2 made wrong
 
 
 def test_remove_and_positions_of_the_current_training_set():

@@ -109,6 +109,23 @@ def test_undo_restores_previous_state_and_is_journaled(tmp_path):
         s.undo()
 
 
+def test_an_undo_is_replayed_when_the_session_is_reopened(tmp_path):
+    """The journal's last entries are undos: a reopened session must end where the undoing one did (label, kept,
+    effective decision), not where the undone decisions left it."""
+    ds = tiny()
+    path = tmp_path / "j.jsonl"
+    s = RelabelSession.from_dataset(ds, path)
+    s.relabel(1000, 2)
+    s.remove(1000)
+    s.undo()  # takes back the remove: 1000 is kept, relabeled to 2
+    again = RelabelSession.from_dataset(ds, path)
+    assert again.kept_mask()[0] and again.label_of(1000) == 2 and again.decision(1000).action == "relabel"
+    again.undo()  # takes back the relabel: 1000 is as it started
+    third = RelabelSession.from_dataset(ds, path)
+    np.testing.assert_array_equal(third.labels(), ds.labels)
+    assert third.kept_mask().all() and third.decision(1000) is None and len(third.plan()) == 0
+
+
 def test_replay_reproduces_exact_state_and_cursor(tmp_path):
     ds = tiny(30)
     path = tmp_path / "j.jsonl"
