@@ -7,7 +7,7 @@ precision, precision@k (k = 4% of the training set, the loop's budget) and recal
 (cell, seed) in ``benchmarks/results/detectors/``, so an interrupted run resumes; the summary prints mean ± the 95%
 interval (Student's t over seeds) per scorer and cell, and a Markdown heatmap-ready table.
 
-Noise modes: ``class_conditional`` (the dataset's default scenario: half the positives labelled negative),
+Noise modes: ``class_conditional`` (the dataset's default scenario: 70% of the positives labelled negative),
 ``uniform`` (20% of the labels flipped to another class), ``confusable`` (20% flipped to the class a TF-IDF +
 logistic-regression model finds most likely among the wrong ones, out-of-fold: feature-dependent noise).
 
@@ -81,6 +81,13 @@ def run_cell(dataset: str, mode: str, seed: int, scorers: list[str], out: Path, 
         result["scorers"][name] = {**m, "seconds": time.perf_counter() - t1}
         print(f"  {name:>20}: AP {m['auprc']:.3f} AUROC {m['auroc']:.3f} P@k {m['precision@k']:.2f} "
               f"({time.perf_counter() - t1:.0f} s)", flush=True)
+    if out.exists():  # adding scorers to a cell: the same seed retrains the same model, keep what was there
+        before = json.loads(out.read_text())
+        if before["n_val_mistakes"] != result["n_val_mistakes"]:
+            raise SystemExit(f"{out.name}: the retrained model differs from the one scored before "
+                             f"({before['n_val_mistakes']} vs {result['n_val_mistakes']} validation mistakes); "
+                             "delete the file to score this cell afresh")
+        result["scorers"] = {**before["scorers"], **result["scorers"]}
     out.write_text(json.dumps(result, indent=1, default=float))
     return result
 
@@ -126,19 +133,23 @@ def main() -> None:
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         from gbair_nb.config import setup
-        from gbair_nb.scorers import SCORERS
+        from gbair_nb.scorers import OPTIONAL_SCORERS, SCORERS
 
         setup(quiet=True)
-        scorers = [s for s in SCORERS if s != "gbair"] if args.scorers == "all" else args.scorers.split(",")
+        scorers = ([s for s in SCORERS if s != "gbair" and s not in OPTIONAL_SCORERS] if args.scorers == "all"
+                   else args.scorers.split(","))
         for seed in [int(s) for s in args.seeds.split(",")]:
             for dataset in args.datasets.split(","):
                 for mode in args.modes.split(","):
                     out = args.results / f"{dataset}__{mode}__seed{seed}.json"
-                    if out.exists():
-                        continue
-                    print(f"{out.name} …", flush=True)
+                    todo = scorers
+                    if out.exists():  # resume: only the scorers this cell has not been scored with yet
+                        todo = [s for s in scorers if s not in json.loads(out.read_text())["scorers"]]
+                        if not todo:
+                            continue
+                    print(f"{out.name}: {', '.join(todo)} …", flush=True)
                     t0 = time.perf_counter()
-                    run_cell(dataset, mode, seed, scorers, out, quick=args.quick, backbone=args.backbone)
+                    run_cell(dataset, mode, seed, todo, out, quick=args.quick, backbone=args.backbone)
                     print(f"{out.name}: {time.perf_counter() - t0:.0f} s", flush=True)
     print(summary(load(args.results)))
 
