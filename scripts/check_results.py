@@ -20,6 +20,7 @@ Kinds:
     recovery-table SCENARIO      README's table for a recovery scenario (mean ± sd over seeds, 2 decimals)
     recovery-summary SCENARIO    the scenario's section of ``benchmarks/bench_recovery.py --summary-only``
     methods FILE [FILE …]        the PET-methods table; a later file fills the columns an earlier one left empty
+    detectors [METRIC]           bench_detectors' scorer × cell matrix (default auprc), mean ± 95% CI over seeds
 """
 from __future__ import annotations
 
@@ -166,7 +167,36 @@ def methods_table(results: Path, *files: str) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------- detection matrix
+def detectors_table(results: Path, metric: str = "auprc") -> str:
+    """Scorer × cell table of round-1 ``metric`` from ``bench_detectors.py`` (``results/detectors/*.json``):
+    mean ± 95% half-width over seeds (3 decimals; one seed: the mean alone), the best mean of each cell in bold,
+    rows in the order of their mean over the cells, best first."""
+    sys.path.insert(0, str(ROOT))
+    from gbair_nb.report import detector_matrix, detector_results
+
+    m = detector_matrix(detector_results(results / "detectors"), metric)
+    cells = sorted(m["cell"].unique())
+    order = m.groupby("scorer")["mean"].mean().sort_values(ascending=False).index
+    counts = {c: int(m.loc[m["cell"] == c, "n"].max()) for c in cells}
+    lines = [f"| {metric} | " + " | ".join(f"{c} (n={counts[c]})" for c in cells) + " |",
+             "|---|" + "---:|" * len(cells)]
+    for scorer in order:
+        out = []
+        for c in cells:
+            row = m[(m["scorer"] == scorer) & (m["cell"] == c)]
+            if row.empty:
+                out.append("–")
+                continue
+            r = row.iloc[0]
+            text = f"{r['mean']:.3f}" + (f" ± {r['half']:.3f}" if r["n"] > 1 else "")
+            out.append(f"**{text}**" if r["best"] == scorer else text)
+        lines.append(f"| {scorer} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
 KINDS: dict[str, Callable[..., str]] = {
+    "detectors": detectors_table,
     "recovery-table": recovery_table,
     "recovery-summary": recovery_summary,
     "methods": methods_table,
