@@ -8,7 +8,8 @@ their sharded twins in a distributed job), so a scorer is the same code on one p
 
 - G-BAIR variants (:data:`GBAIR_VARIANTS`; docs/theory.md): which validation examples the influence is summed over,
   and how — the validation mistakes (the paper's reading), every validation example, class by class, with unit-norm
-  gradients, or ranked together with the loss. ``"gbair"`` is the toolkit's default among them.
+  gradients, or ranked together with the loss or the probe. ``"gbair"`` is the toolkit's default among them
+  (:data:`DEFAULT_GBAIR`, ``gbair_balanced_unit``: chosen by measurement, docs/benchmarks.md "Detectors").
 - Baselines: random, loss, margin, EL2N, GraNd, self-influence, cleanlab (confident learning on out-of-sample
   probabilities), and a trusted probe (:mod:`gbair_nb.probe`) fit on the clean validation set only.
 """
@@ -264,7 +265,7 @@ GBAIR_VARIANTS: dict[str, Scorer] = {
     "gbair_rank": _score_gbair_rank,
     "gbair_probe": _score_gbair_probe,
 }
-DEFAULT_GBAIR = "gbair_mistakes"
+DEFAULT_GBAIR = "gbair_balanced_unit"
 
 SCORERS: dict[str, Scorer] = {
     "gbair": GBAIR_VARIANTS[DEFAULT_GBAIR],

@@ -9,7 +9,8 @@ With planted checkpoint states and *different* learning rates per parameter and 
 
     score(z) = − Σ_c Σ_params lr_c[param] · ⟨∇ℓ(θ_c, z), Σ_{z'∈M} ∇ℓ(θ_c, z')⟩,   z' under its TRUE label,
 
-is computed with numpy and compared with ``SCORERS["gbair"]`` — sign, mistake set, labels and learning rates included.
+is computed with numpy and compared with ``SCORERS["gbair_mistakes"]`` — sign, mistake set, labels and learning rates
+included.
 """
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def test_planted_setup_is_what_the_hand_computation_assumes(planted):
 
 def test_gbair_score_equals_the_hand_computation(planted):
     ctx = ScoreContext(planted["run"], planted["train"], planted["val"], CONFIG)
-    scores = np.asarray(SCORERS["gbair"](ctx), dtype=np.float64)
+    scores = np.asarray(SCORERS["gbair_mistakes"](ctx), dtype=np.float64)
     hand = hand_gbair_score(planted)
     scale = np.abs(hand).max()
     assert scores.shape == hand.shape

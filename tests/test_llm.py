@@ -112,9 +112,10 @@ def test_gbair_round_on_the_decoder_flags_the_loop_gradient_ranking(small_sms):
     assert len(run0.checkpoints) == 2 and run0.checkpoints[0].lrs != run0.checkpoints[1].lrs
     scores, M = loop_gbair_scores(run0, sc.train, sc.splits.val)
     assert 0 < len(M) < len(sc.splits.val)
-    ours = SCORERS["gbair"](ScoreContext(run0, sc.train, sc.splits.val, config))
+    ours = SCORERS["gbair_mistakes"](ScoreContext(run0, sc.train, sc.splits.val, config))
     np.testing.assert_allclose(ours, scores, rtol=0, atol=1e-5 * np.abs(scores).max())
-    rec = gbair(sc, k=3, rounds=1, config=config, round0=run0, clean=False, patience=5, verbose=False)
+    rec = gbair(sc, scorer="gbair_mistakes", k=3, rounds=1, config=config, round0=run0, clean=False, patience=5,
+                verbose=False)
     assert rec.rounds[0].n_val_mistakes == len(M) and len(rec.rounds) == 2
     assert_top_k(rec.rounds[1].flagged_ids, scores, sc.splits.train.ids, 3)
 

@@ -117,8 +117,9 @@ def test_one_round_of_gbair_with_each_method_flags_the_loop_gradient_ranking(toy
     assert len(set(run0.checkpoints[0].lrs.values())) == (1 if method == "head_only" else 2)
     scores, M = loop_gbair_scores(run0, sc.train, sc.splits.val)
     assert 0 < len(M) < len(sc.splits.val)  # so G-BAIR had mistakes to trace
-    ours = SCORERS["gbair"](ScoreContext(run0, sc.train, sc.splits.val, config))
+    ours = SCORERS["gbair_mistakes"](ScoreContext(run0, sc.train, sc.splits.val, config))
     np.testing.assert_allclose(ours, scores, rtol=0, atol=1e-5 * np.abs(scores).max())
-    rec = gbair(sc, rounds=1, k=5, config=config, round0=run0, clean=False, patience=5, verbose=False)
+    rec = gbair(sc, scorer="gbair_mistakes", rounds=1, k=5, config=config, round0=run0, clean=False, patience=5,
+                verbose=False)
     assert rec.rounds[0].n_val_mistakes == len(M) and len(rec.rounds) == 2
     assert_top_k(rec.rounds[1].flagged_ids, scores, sc.splits.train.ids, 5)
