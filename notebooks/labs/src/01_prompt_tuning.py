@@ -15,7 +15,7 @@ import torch
 from gbair_nb.config import setup
 from gbair_nb.exercises import check_mean_pooling, check_prompt_tuning_params, check_soft_prompt_inputs
 
-setup()  # offline, quiet
+setup()  # changes nothing; reports quick mode, device, torch version and threads
 
 # %% [markdown] slide
 # ## Exercise 1 · Count the trainable parameters

@@ -15,7 +15,7 @@ import torch
 from gbair_nb.config import setup
 from gbair_nb.exercises import check_gift_params, check_lora_params, check_masked_adam
 
-setup()  # offline, quiet
+setup()  # changes nothing; reports quick mode, device, torch version and threads
 
 # %% [markdown] slide
 # ## Exercise 1 · LoRA's count

@@ -16,7 +16,7 @@ import torch
 from gbair_nb.config import setup
 from gbair_nb.exercises import check_verbalizer_logits, check_verbalizer_probs
 
-setup()  # offline, quiet
+setup()  # changes nothing; reports quick mode, device, torch version and threads
 
 # %% [markdown] slide
 # ## Exercise 1 · The class logits
