@@ -8,7 +8,7 @@ their sharded twins in a distributed job), so a scorer is the same code on one p
 
 - G-BAIR variants (:data:`GBAIR_VARIANTS`; docs/theory.md): which validation examples the influence is summed over,
   and how — the validation mistakes (the paper's reading), every validation example, class by class, with unit-norm
-  gradients, or ranked together with the loss or the probe. ``"gbair"`` is the toolkit's default among them
+  gradients, or ranked together with the loss. ``"gbair"`` is the toolkit's default among them
   (:data:`DEFAULT_GBAIR`, ``gbair_balanced_unit``: chosen by measurement, docs/benchmarks.md "Detectors").
 - Baselines: random, loss, margin, EL2N, GraNd, self-influence, cleanlab (confident learning on out-of-sample
   probabilities), and a trusted probe (:mod:`gbair_nb.probe`) fit on the clean validation set only.
@@ -191,13 +191,6 @@ def _score_gbair_rank(ctx: ScoreContext) -> np.ndarray:
     return (percentile_ranks(_score_gbair_balanced(ctx)) + percentile_ranks(_score_loss(ctx))) / 2
 
 
-def _score_gbair_probe(ctx: ScoreContext) -> np.ndarray:
-    """Mean percentile rank of the class-balanced G-BAIR score and the trusted probe: influence through the tuned
-    model, and a second opinion from frozen embeddings fit on the clean validation set only — two views that share
-    no trained parameters, no weights to tune."""
-    return (percentile_ranks(_score_gbair_balanced(ctx)) + percentile_ranks(_score_probe(ctx))) / 2
-
-
 def _score_probe(ctx: ScoreContext) -> np.ndarray:
     """1 − p(given label) under a logistic regression on frozen embeddings fit on the clean validation set only."""
     from .probe import probe_of
@@ -263,7 +256,6 @@ GBAIR_VARIANTS: dict[str, Scorer] = {
     "gbair_balanced": _score_gbair_balanced,
     "gbair_balanced_unit": _score_gbair_balanced_unit,
     "gbair_rank": _score_gbair_rank,
-    "gbair_probe": _score_gbair_probe,
 }
 DEFAULT_GBAIR = "gbair_balanced_unit"
 

@@ -68,15 +68,6 @@ def test_rank_combination_is_the_mean_percentile(ctx):
     assert 0 <= combo.min() and combo.max() <= 1
 
 
-def test_probe_combination_is_the_mean_percentile(ctx):
-    from scipy.stats import rankdata
-
-    combo = SCORERS["gbair_probe"](ctx)
-    a, b = SCORERS["gbair_balanced"](ctx), SCORERS["probe"](ctx)
-    n = len(a)
-    np.testing.assert_allclose(combo, ((rankdata(a) - 1) / (n - 1) + (rankdata(b) - 1) / (n - 1)) / 2)
-
-
 def test_a_planted_opponent_of_its_class_ranks_first():
     """Two copies of one validation text: a training example with the same text and the *other* label is the
     strongest opponent of its class, so every class-based variant must flag it first."""
