@@ -78,9 +78,16 @@ T_GBAIR = "tests/test_gbair_score.py::test_gbair_score_equals_the_hand_computati
 T_PATIENCE = "tests/test_loop.py::test_patience_bound_is_reached_and_the_best_round_is_kept"
 T_KEPT = "tests/test_loop.py::test_recovery_keeps_the_rule_s_round_and_its_labels"
 T_FLAG = "tests/test_loop.py::test_flag_apply_record_on_planted_scores"
+T_VARIANTS = "tests/test_scorers.py::test_variants_equal_their_definition_on_the_tracin_matrix"
 T_LRS = "tests/test_influence.py::test_per_parameter_lrs_and_per_checkpoint"
 
 MUTATIONS: tuple[Mutation, ...] = (
+    Mutation("default_variant_not_unit", "the default G-BAIR variant sums raw gradients instead of unit-length ones",
+             "gbair_nb/scorers.py", "_score_gbair_balanced_unit",
+             "class_influence(ctx, unit=True)", "class_influence(ctx)", (T_VARIANTS,)),
+    Mutation("default_variant_sign_flipped", "the default G-BAIR variant ranks proponents of each class, not opponents",
+             "gbair_nb/scorers.py", "_score_gbair_balanced_unit",
+             "_standardise(-row)", "_standardise(row)", (T_VARIANTS,)),
     Mutation("gbair_sign_dropped", "the G-BAIR score returns +Σ_M TracIn instead of −Σ_M TracIn",
              "gbair_nb/scorers.py", "_score_gbair_mistakes",
              "return -np.asarray(agg", "return np.asarray(agg", (T_GBAIR,)),
