@@ -21,6 +21,7 @@ Kinds:
     recovery-summary SCENARIO    the scenario's section of ``benchmarks/bench_recovery.py --summary-only``
     methods FILE [FILE …]        the PET-methods table; a later file fills the columns an earlier one left empty
     detectors [METRIC]           bench_detectors' scorer × cell matrix (default auprc), mean ± 95% CI over seeds
+    loops NAME                   a saved ``recover`` report (results/loops/NAME.json): the default's loops per scorer
 """
 from __future__ import annotations
 
@@ -195,8 +196,45 @@ def detectors_table(results: Path, metric: str = "auprc") -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------ loops of the default
+def loops_table(results: Path, name: str) -> str:
+    """The recovery loops of ``recover`` (its ``report.json``, one seed or ``--seeds``) saved as
+    ``results/loops/NAME.json``: per scorer, mean ± 95% half-width over seeds (a value without ± is one seed) of the
+    recovered fraction of test macro-F1, the kept round's test macro-F1, round-1 flagged precision, and the wrong
+    labels at round 0 and at the kept round; and, per seed, why the loop stopped."""
+    sys.path.insert(0, str(ROOT))
+    from gbair_nb.metrics import mean_ci
+
+    rep = _load(results / "loops" / f"{name}.json")
+    reports = rep.get("per_seed") or [rep]
+
+    def cell(values, digits):
+        mean, half, n = mean_ci([v for v in values if v is not None])
+        if n == 0:
+            return "–"
+        return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if n > 1 else "")
+
+    lines = [f"seeds {[r['seed'] for r in reports]}; clean test macro-F1 "
+             f"{cell([r['clean']['test_macro_f1'] for r in reports], 3)}, corrupted (round 0) "
+             f"{cell([r['corrupted']['test_macro_f1'] for r in reports], 3)}", "",
+             "| scorer | recovered (F1) | kept test macro-F1 | round-1 precision | wrong labels: round 0 → kept |"
+             " stopped because |", "|---|---|---|---|---|---|"]
+    for scorer in reports[0]["scorers"]:
+        res = [r["scorers"][scorer] for r in reports]
+        kept = [next(x for x in q["rounds"] if x["round"] == q["final_round"]) for q in res]
+        lines.append("| " + " | ".join([
+            scorer, cell([(q.get("recovered_fraction") or {}).get("test_macro_f1") for q in res], 2),
+            cell([k["test_macro_f1"] for k in kept], 3),
+            cell([q["rounds"][1]["flagged_precision"] if len(q["rounds"]) > 1 else None for q in res], 2),
+            cell([q["rounds"][0]["wrong_labels_remaining"] for q in res], 1) + " → "
+            + cell([k["wrong_labels_remaining"] for k in kept], 1),
+            "; ".join(f"{q.get('stopped_because', '?')} (kept {q['final_round']})" for q in res)]) + " |")
+    return "\n".join(lines)
+
+
 KINDS: dict[str, Callable[..., str]] = {
     "detectors": detectors_table,
+    "loops": loops_table,
     "recovery-table": recovery_table,
     "recovery-summary": recovery_summary,
     "methods": methods_table,
