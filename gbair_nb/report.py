@@ -124,9 +124,11 @@ def run_recovery(scenario: Scenario, *, scorers: Sequence[str] = ("gbair", "rand
 
 
 def run_recovery_seeds(make: Callable[[int], Scenario], seeds: Sequence[int], *, config=None,
-                       **kwargs) -> dict:
+                       on_seed: Callable[[dict], None] | None = None, **kwargs) -> dict:
     """:func:`run_recovery` once per seed — ``make(seed)`` builds that seed's scenario (its split and corruption)
-    and the training uses the same seed — then :func:`summarise_seeds`. One seed gives the single report as is."""
+    and the training uses the same seed — then :func:`summarise_seeds`. One seed gives the single report as is.
+    ``on_seed(report)`` is called with each seed's report as soon as it is done (the CLI saves it, so a run stopped
+    after hours keeps the seeds it finished)."""
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("give at least one seed")
@@ -134,6 +136,8 @@ def run_recovery_seeds(make: Callable[[int], Scenario], seeds: Sequence[int], *,
     for s in seeds:
         log.info(f"seed {s} ({len(reports) + 1} of {len(seeds)}) …")
         reports.append(run_recovery(make(s), seed=s, config=config, **kwargs))
+        if on_seed is not None:
+            on_seed(reports[-1])
     return reports[0] if len(reports) == 1 else summarise_seeds(reports)
 
 

@@ -267,3 +267,68 @@ def test_progress_goes_to_logging_not_print(caplog, capsys):
         run_recovery(toy_scenario(), scorers=["random"], k=3, rounds=1, config=TINY, verbose=True)
     assert any("recovery with scorer random" in r.getMessage() for r in caplog.records)
     assert "recovery with scorer" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ several seeds
+@pytest.fixture(scope="module")
+def seeds_report():
+    from gbair_nb.report import run_recovery_seeds
+
+    saved = []
+    rep = run_recovery_seeds(lambda s: toy_scenario(seed=s), [0, 1, 2], scorers=["gbair", "random"], k=4, rounds=2,
+                             config=TINY, verbose=False, on_seed=saved.append)
+    return rep, saved
+
+
+def test_seeds_summary_is_the_t_interval_of_the_per_seed_values(seeds_report):
+    from scipy import stats
+
+    rep, saved = seeds_report
+    assert rep["seeds"] == [0, 1, 2] and [r["seed"] for r in rep["per_seed"]] == [0, 1, 2]
+    assert [r["seed"] for r in saved] == [0, 1, 2]              # each seed handed over as soon as it was done
+    for name in ("gbair", "random"):
+        res = [r["scorers"][name] for r in rep["per_seed"]]
+        kept = [next(x for x in q["rounds"] if x["round"] == q["final_round"])["test_macro_f1"] for q in res]
+        v = np.array(kept)
+        half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
+        got = rep["summary"]["scorers"][name]["kept_test_macro_f1"]
+        assert got["n"] == 3 and got["mean"] == pytest.approx(v.mean()) and got["ci95"] == pytest.approx(half)
+        rf = [q["recovered_fraction"]["test_macro_f1"] for q in res]
+        assert rep["summary"]["scorers"][name]["recovered_fraction"]["test_macro_f1"]["mean"] == pytest.approx(
+            np.mean(rf))
+    clean = [r["clean"]["test_macro_f1"] for r in rep["per_seed"]]
+    assert rep["summary"]["clean"]["test_macro_f1"]["mean"] == pytest.approx(np.mean(clean))
+
+
+def test_curves_over_seeds_carry_stopped_loops_and_draw_bands(seeds_report):
+    from gbair_nb.plots.recovery import band_frame
+
+    rep, _ = seeds_report
+    curves = curve_frame(rep)
+    depth = max(len(q["rounds"]) for r in rep["per_seed"] for q in r["scorers"].values())
+    assert len(curves) == 3 * 2 * depth                       # every seed has a value at every round
+    for r in rep["per_seed"]:                                   # a stopped loop carries its kept round's value
+        for name, q in r["scorers"].items():
+            kept = next(x for x in q["rounds"] if x["round"] == q["final_round"])["test_macro_f1"]
+            c = curves.query("seed == @r['seed'] and scorer == @name and carried")
+            assert (c["test_macro_f1"] == kept).all()
+    bands = band_frame(curves)
+    g = curves.query("scorer == 'gbair' and round == 1")["test_macro_f1"].to_numpy()
+    b = bands.query("scorer == 'gbair' and round == 1").iloc[0]
+    assert b["n_seeds"] == 3 and b["mean"] == pytest.approx(g.mean())
+    assert "3 seeds" in curves.attrs["title"]
+    ax = plot_recovery_curves(curves)
+    assert len(ax.collections) >= 2                            # a band per scorer
+    plt.close(ax.figure)
+
+
+def test_recover_cli_seeds_saves_each_seed_as_it_finishes(tmp_path):
+    out = tmp_path / "seeds"
+    p = _cli("recover", "--quick", "--backbone", "tiny", "--n-train", "40", "--n-val", "20", "--n-test", "20",
+             "--rounds", "1", "--k", "4", "--scorer", "loss,random", "--seeds", "0,1", "--quiet", "--out", str(out))
+    assert p.returncode == 0, p.stderr[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["seeds"] == [0, 1] and len(rep["per_seed"]) == 2 and "summary" in rep
+    for r in rep["per_seed"]:
+        assert json.loads((out / "seeds" / f"seed{r['seed']}.json").read_text()) == r
+    assert (out / "recovery_curve.png").stat().st_size > 10_000

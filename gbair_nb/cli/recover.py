@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_arguments(parser, sizes_from=f"default: the dataset's scenario in scenarios.SCENARIOS, {full} for a "
                                           f"file, quick mode {quick}; a file too small for them: 60/20/20%%")
     parser.add_argument("--seeds", default=None, metavar="S1,S2,…",
-                        help="run the whole job once per seed and report means with 95%% intervals (replaces --seed)")
+                        help="run the whole job once per seed and report means with 95%% intervals (replaces "
+                             "--seed); each seed's report is also saved as DIR/seeds/seedN.json as soon as it is "
+                             "done, so a run stopped early keeps the seeds it finished")
     g = parser.add_argument_group("corruption")
     g.add_argument("--corrupt", type=rate, default=None, metavar="P",
                    help="corruption rate (default: the scenario's; 0.7 of the positives for the built-ins)")
@@ -187,7 +189,14 @@ def run(args: argparse.Namespace) -> int:
 
     options = {"variant": args.variant, **({"project": args.project} if args.project else {})}
     with job() as j:  # under torchrun / accelerate launch: one process of several (docs/distributed.md)
-        report = run_recovery_seeds(lambda s: scenarios[s][0], seeds, scorers=scorers, k=args.k, rounds=rounds,
+
+        def save_seed(rep: dict) -> None:  # each finished seed, at once (only rank 0 writes)
+            if len(seeds) > 1 and j.is_main:
+                (out / "seeds").mkdir(parents=True, exist_ok=True)
+                write_atomic(out / "seeds" / f"seed{rep['seed']}.json", json.dumps(rep, indent=2))
+
+        report = run_recovery_seeds(lambda s: scenarios[s][0], seeds, on_seed=save_seed, scorers=scorers, k=args.k,
+                                    rounds=rounds,
                                     fix=args.fix, config=config, patience=args.patience,
                                     min_precision=args.min_precision, compute=j.compute, options=options,
                                     cache=not args.no_cache and j.world_size == 1,
