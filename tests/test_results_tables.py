@@ -22,9 +22,10 @@ def check(*args: str | Path) -> subprocess.CompletedProcess:
 def test_readme_and_docs_tables_match_the_results():
     r = check()
     assert r.returncode == 0, r.stdout + r.stderr
-    # every table the check covers: README's two recovery tables; the docs' two summaries and the PET table
-    assert "README.md: 2 result tables match" in r.stdout
-    assert "benchmarks.md: 3 result tables match" in r.stdout
+    # every marked table is covered: as many "match"es as there are opening markers in each file
+    for name in ("README.md", "docs/benchmarks.md"):
+        n = sum(line.startswith("<!-- results: ") for line in (ROOT / name).read_text().splitlines())
+        assert n >= 2 and f"{Path(name).name}: {n} result tables match" in r.stdout, (name, n, r.stdout)
 
 
 def _edit_one_digit(path: Path, line_start: str, old: str, new: str) -> None:
