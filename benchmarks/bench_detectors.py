@@ -92,29 +92,31 @@ def run_cell(dataset: str, mode: str, seed: int, scorers: list[str], out: Path, 
     return result
 
 
-def load(results: Path) -> list[dict]:
-    return [json.loads(f.read_text()) for f in sorted(results.glob("*.json"))]
+def summary(results: Path) -> str:
+    """Markdown: one table per metric, scorer × cell, mean ± 95% CI over seeds — from
+    :func:`gbair_nb.report.detector_matrix`, the same numbers docs/benchmarks.md's generated tables show."""
+    from gbair_nb.report import detector_matrix, detector_results
 
-
-def summary(rows: list[dict]) -> str:
-    """Markdown: one table per metric, scorer × cell, mean ± 95% CI over seeds."""
-    from gbair_nb.metrics import mean_ci
-
-    cells = sorted({(r["dataset"], r["mode"]) for r in rows}, key=lambda c: (c[0], list(MODES).index(c[1])))
-    scorers = list(dict.fromkeys(s for r in rows for s in r["scorers"]))
+    rows = detector_results(results)
+    cells = sorted({(d, m) for d, m in zip(rows["dataset"], rows["mode"])},
+                   key=lambda c: (c[0], list(MODES).index(c[1])))
+    seeds = rows.groupby(["dataset", "mode"])["seed"].nunique()
+    scorers = list(dict.fromkeys(rows["scorer"]))
     lines = []
     for metric in METRICS:
+        m = detector_matrix(rows, metric).set_index(["scorer", "cell"])
         lines.append(f"\n**{metric}** (mean ± 95% CI over seeds; n seeds per cell in the header)\n")
-        head = "| scorer | " + " | ".join(
-            f"{d} {m} (n={sum(1 for r in rows if (r['dataset'], r['mode']) == (d, m))})" for d, m in cells) + " |"
-        lines += [head, "|---" * (len(cells) + 1) + "|"]
+        lines += ["| scorer | " + " | ".join(f"{d} {mo} (n={seeds[d, mo]})" for d, mo in cells) + " |",
+                  "|---" * (len(cells) + 1) + "|"]
         for s in scorers:
             cols = []
-            for d, m in cells:
-                vals = [r["scorers"][s][metric] for r in rows if (r["dataset"], r["mode"]) == (d, m)
-                        and s in r["scorers"]]
-                mean, half, n = mean_ci(vals)
-                cols.append("–" if n == 0 else f"{mean:.3f}" + (f" ± {half:.3f}" if n > 1 else ""))
+            for d, mo in cells:
+                key = (s, f"{d}/{mo}")
+                if key not in m.index:
+                    cols.append("–")
+                    continue
+                r = m.loc[key]
+                cols.append(f"{r['mean']:.3f}" + (f" ± {r['half']:.3f}" if r["n"] > 1 else ""))
             lines.append(f"| {s} | " + " | ".join(cols) + " |")
     return "\n".join(lines)
 
@@ -151,7 +153,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     run_cell(dataset, mode, seed, todo, out, quick=args.quick, backbone=args.backbone)
                     print(f"{out.name}: {time.perf_counter() - t0:.0f} s", flush=True)
-    print(summary(load(args.results)))
+    print(summary(args.results))
 
 
 if __name__ == "__main__":
