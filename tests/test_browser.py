@@ -82,7 +82,7 @@ def test_relabel_widget_in_jupyterlab(browser, tmp_path, monkeypatch):
         lab_page = LabPage(page, lab)
         try:
             lab_page.open_notebook(NOTEBOOK.name)
-            lab_page.run_all(sentinel=SENTINEL, timeout=150)
+            lab_page.run_all(sentinel=SENTINEL, timeout=900)  # MiniLM, a few trainings
             ran = time.perf_counter() - t0
             undo = page.locator("button[title='undo the last decision']")
             widget = lab_page.output_with(undo)
