@@ -30,7 +30,7 @@ import pandas as pd
 
 from .checkpoints import RETRAIN, TRAIN_FILES, RunFolderError, read_checkpoint
 from .data import Corruption, DataError, DATASETS, Splits, TextDataset, load_dataset, split
-from .files import atomic_path, write_atomic
+from .files import write_atomic, write_csv
 
 __all__ = ["RunFolderError", "RunData", "RUN_FILES", "checkpoint_path", "read_record", "read_checkpoints",
            "write_data_files", "read_run_data", "load_run"]
@@ -171,18 +171,16 @@ def write_data_files(folder: str | Path, splits: Splits, corruption: Corruption,
     write_atomic(folder / "data.json", json.dumps(spec, indent=2))
     table = pd.concat([pd.DataFrame({"id": part.ids, "split": name}) for name, part in _split_parts(splits)],
                       ignore_index=True)
-    with atomic_path(folder / "splits.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(folder / "splits.csv", table)
     names = splits.train.class_names
-    with atomic_path(folder / "corruption.csv") as tmp:
-        pd.DataFrame({
+    write_csv(folder / "corruption.csv", pd.DataFrame({
             "id": splits.train.ids,
             "label": corruption.labels,
             "noisy_label": corruption.noisy_labels,
             "is_corrupted": corruption.is_corrupted,
             "label_name": [names[i] for i in corruption.labels],
             "noisy_label_name": [names[i] for i in corruption.noisy_labels],
-        }).to_csv(tmp, index=False)
+        }))
 
 
 @dataclass(frozen=True)

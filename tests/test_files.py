@@ -1,7 +1,10 @@
 """gbair_nb.files: whole files or none."""
+from pathlib import Path
+
+import pandas as pd
 import pytest
 
-from gbair_nb.files import atomic_path, check_writable, staged_folder, write_atomic
+from gbair_nb.files import atomic_path, check_writable, staged_folder, write_atomic, write_csv
 
 
 def test_write_atomic_text_and_bytes(tmp_path):
@@ -94,3 +97,24 @@ def test_staged_folder_places_the_marker_last(tmp_path, monkeypatch):
             (stage / "run.json").write_text("new")
     assert "run.json" not in _tree(tmp_path)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_write_csv_reads_back_the_same_table_even_with_carriage_returns(tmp_path):
+    # 1,564 built-in tweets hold a bare "\r": pandas leaves such a field unquoted, and read_csv splits the row in two
+    table = pd.DataFrame({"id": [7, 8, 9], "text": ["one\rtwo", 'a "quoted", line\nbreak', "plain"],
+                          "label": ["neg", "pos", "neg"], "is_corrupted": [True, False, True],
+                          "p": [0.25, float("nan"), 1.0]})
+    path = write_csv(tmp_path / "t.csv", table)
+    back = pd.read_csv(path)
+    assert len(back) == 3 and back["text"].tolist() == table["text"].tolist()
+    assert back["id"].tolist() == [7, 8, 9] and back["is_corrupted"].tolist() == [True, False, True]
+    assert back["p"].iloc[0] == 0.25 and back["p"].isna().iloc[1]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # written atomically: no temporary file left
+
+
+def test_the_package_writes_every_csv_through_write_csv():
+    import gbair_nb
+
+    root = Path(gbair_nb.__file__).parent
+    writers = [str(p.relative_to(root)) for p in root.rglob("*.py") if ".to_csv(" in p.read_text()]
+    assert writers == ["files.py"], f"use files.write_csv (it quotes texts with a bare \\r): {writers}"

@@ -147,12 +147,11 @@ def run(args: argparse.Namespace) -> int:
         "seconds": {"load": round(t1 - t0, 3), "top_influences": round(t2 - t1, 3),
                     "self_influence": round(t3 - t2, 3)},
     }
-    from ..files import atomic_path, staged_folder, write_atomic
+    from ..files import staged_folder, write_atomic, write_csv
 
     with staged_folder(out, replaces=OUTPUT_FILES, last="influence.json") as stage:
         for name, table in [("proponents.csv", prop), ("opponents.csv", opp), ("self_influence.csv", self_table)]:
-            with atomic_path(stage / name) as tmp:
-                table.to_csv(tmp, index=False)
+            write_csv(stage / name, table)
         write_atomic(stage / "influence.json", json.dumps(summary, indent=2))
     mistakes = int((prop.drop_duplicates("test_id")["test_label"] != prop.drop_duplicates("test_id")["test_pred"])
                    .sum())

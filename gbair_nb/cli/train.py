@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     splits, corruption, spec = build_data(args, quick)  # bad data fails here, before torch is imported
 
     from ..config import setup
-    from ..files import atomic_path, staged_folder, write_atomic
+    from ..files import staged_folder, write_atomic, write_csv
     from ..runs import RUN_FILES, write_data_files
     from ..train import TrainConfig, evaluate, train
 
@@ -126,8 +126,7 @@ def run(args: argparse.Namespace) -> int:
         preds = pd.DataFrame({"id": splits.test.ids, "label": splits.test.labels, "pred": metrics.preds})
         for c, name in enumerate(splits.test.class_names):
             preds[f"p_{name}"] = metrics.probs[:, c]
-        with atomic_path(stage / "test_predictions.csv") as tmp:
-            preds.to_csv(tmp, index=False)
+        write_csv(stage / "test_predictions.csv", preds)
     secs = sum(run.timing["epoch_seconds"])
     print(f"test accuracy {metrics.accuracy:.3f}  macro-F1 {metrics.macro_f1:.3f}  "
           f"({len(run.checkpoints)} checkpoints, {secs:.0f} s training) → {out}")
