@@ -229,7 +229,9 @@ class HumanRounds:
     the round's session on the k most suspect; ``widget()`` shows them for review; ``apply()`` reads the session's
     decisions, retrains and records the round. Same training, scorer and bookkeeping as :func:`gbair` (with the same
     ``seed``, round 0 and its flagged examples are the same), but no automatic stop: you decide when to stop.
-    ``frame()`` has one row per round, ``recovery()`` the labels of the best round on validation.
+    ``frame()`` has one row per round, ``recovery()`` the labels of the best round on validation. After ``flag()``,
+    ``scores`` holds that round's scores (higher = more suspect), one per example of ``ctx.train`` (the examples
+    still in training), the ones the flagged examples are the top k of.
     """
 
     def __init__(self, scenario: Scenario, journal_path: str | os.PathLike, *, scorer: str | Callable = "gbair",
@@ -247,6 +249,7 @@ class HumanRounds:
         self.fixer = human_fixer(journal_path, scenario.train, annotator=annotator, unreviewed="keep")
         self.run: Run | None = None
         self.ctx: ScoreContext | None = None
+        self.scores: np.ndarray | None = None  # the last flag()'s scores, aligned with ctx.train
         self.flagged: list[int] | None = None  # positions in the full training set, awaiting apply()
         self.flagged_frame: pd.DataFrame | None = None
         self.influenced: dict[int, pd.DataFrame] = {}
@@ -289,6 +292,7 @@ class HumanRounds:
         scores = np.asarray(self.score_fn(ctx), dtype=np.float64)
         if self.rerank_with_verdicts and self.state.verdicts:  # what you decided so far sharpens the next batch
             scores = rerank(ctx, scores, *self.state.verdict_examples())
+        self.scores = scores
         self.flagged = self.state.flag(scores)
         self.records[-1].detection = self.state.detection(scores)
         if not self.flagged:

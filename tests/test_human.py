@@ -149,3 +149,16 @@ def test_simulated_annotator_accuracy(scenario):
         assert perfect(text, 0, 0) == label and sloppy(text, 0, 0) == 1 - label
     with pytest.raises(ValueError, match="accuracy"):
         simulated_annotator(scenario.splits.train, accuracy=1.5)
+
+
+def test_human_rounds_keep_the_scores_they_flagged_by(scenario, tmp_path):
+    """flag() keeps this round's scores, one per example still in training, aligned with ctx.train: the flagged
+    examples are the top k of exactly these scores, so a notebook need not score the training set twice."""
+    rounds = HumanRounds(scenario, tmp_path / "j.jsonl", scorer="loss", k=4, config=CONFIG, max_influenced=0,
+                         verbose=False)
+    rounds.flag()
+    assert rounds.scores.shape == (len(rounds.ctx.train),)
+    np.testing.assert_allclose(rounds.scores, SCORERS["loss"](rounds.ctx))
+    top = rounds.ctx.train.ids[np.argsort(-rounds.scores, kind="stable")[:4]]
+    assert list(rounds.flagged_frame["id"]) == list(top)
+    np.testing.assert_allclose(rounds.flagged_frame["score"], np.sort(rounds.scores)[::-1][:4])
