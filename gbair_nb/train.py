@@ -123,7 +123,7 @@ class TrainConfig:
                    **overrides) -> "TrainConfig":
         """Defaults for a PET method: its own learning rate and options (see :data:`METHOD_DEFAULTS`).
 
-        A soft prompt wants ~3e-2, adapters ~2e-3, full fine-tuning ~5e-5 (moving all 22.7M weights fast destroys
+        A soft prompt wants ~3e-2, adapters ~2e-3, full fine-tuning ~5e-5 (moving all 22.6M weights fast destroys
         what pretraining learned); the head keeps ``lr_head``. Quick mode keeps the method's rate and shrinks the rest.
 
         A decoder backbone (``backbone="smollm2"``, see :mod:`gbair_nb.llm`) answers with label words: give the
