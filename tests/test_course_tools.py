@@ -41,7 +41,15 @@ def test_with_slides_tags_a_copy_and_keeps_existing_types():
     assert "slideshow" not in nb.cells[0].metadata  # the original is untouched
 
 
-@pytest.mark.parametrize("name", ["notebooks/02_tracin.ipynb", "notebooks/labs/04_gbair_lab.ipynb"])
+SESSION_NOTEBOOKS = sorted(str(p.relative_to(REPO)) for p in [*REPO.glob("notebooks/[0-9][0-9]_*.ipynb"),
+                                                                 *REPO.glob("notebooks/labs/[0-9][0-9]_*.ipynb")])
+
+
+def test_every_session_has_a_deck_to_build():
+    assert len([n for n in SESSION_NOTEBOOKS if "/labs/" not in n]) == 10 and len(SESSION_NOTEBOOKS) == 17
+
+
+@pytest.mark.parametrize("name", SESSION_NOTEBOOKS)
 def test_slides_build_without_executing(tmp_path, name):
     path = REPO / name
     before = path.read_bytes()
