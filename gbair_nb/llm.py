@@ -225,9 +225,10 @@ class TemplateTokenizer:
         pre, post = template.split("{text}", 1)
         # BPE tokenizers attach a space to the word after it (" What", not " " + "What"): the prefix's trailing
         # whitespace is encoded with the text, so a templated text gets the tokens the whole string would get
-        self.lead = pre[len(pre.rstrip()):]
+        head = pre.rstrip()
+        self.lead = pre[len(head):]
         enc = tokenizer.encode
-        self.prefix_ids = enc(pre.rstrip(), add_special_tokens=False) if pre.rstrip() else []
+        self.prefix_ids = enc(head, add_special_tokens=False) if head else []
         self.suffix_ids = enc(post, add_special_tokens=False) if post else []
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 

@@ -174,13 +174,13 @@ def write_data_files(folder: str | Path, splits: Splits, corruption: Corruption,
     write_csv(folder / "splits.csv", table)
     names = splits.train.class_names
     write_csv(folder / "corruption.csv", pd.DataFrame({
-            "id": splits.train.ids,
-            "label": corruption.labels,
-            "noisy_label": corruption.noisy_labels,
-            "is_corrupted": corruption.is_corrupted,
-            "label_name": [names[i] for i in corruption.labels],
-            "noisy_label_name": [names[i] for i in corruption.noisy_labels],
-        }))
+        "id": splits.train.ids,
+        "label": corruption.labels,
+        "noisy_label": corruption.noisy_labels,
+        "is_corrupted": corruption.is_corrupted,
+        "label_name": [names[i] for i in corruption.labels],
+        "noisy_label_name": [names[i] for i in corruption.noisy_labels],
+    }))
 
 
 @dataclass(frozen=True)
