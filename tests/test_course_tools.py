@@ -125,10 +125,38 @@ def test_render_records_a_failing_notebook_and_exits_1(tmp_path):
     assert "failed" in (out / "01_broken.html").read_text()
 
 
+def test_render_set_overrides_a_parameter_after_the_cell_that_assigns_it(tmp_path):
+    nb_path = _trivial(tmp_path / "03_params.ipynb", "ANNOTATE = False  # a person clicks\nK = 2")
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("print('annotate', ANNOTATE, K * 21)"))
+    nbformat.write(nb, nb_path)
+    before = nb_path.read_bytes()
+    out = tmp_path / "rendered"
+    assert render_notebooks.main([str(nb_path), "--quick", "--out", str(out), "--keep-executed",
+                                  "--set", "ANNOTATE=True"]) == 0
+    executed = nbformat.read(out / "03_params.quick.ipynb", as_version=4)
+    sources = [c.source for c in executed.cells]
+    assert sources[3].startswith("ANNOTATE = True") and sources[2].startswith("ANNOTATE = False")  # right after it
+    assert "annotate True 42" in executed.cells[-1].outputs[0]["text"]
+    assert "`ANNOTATE = True`" in sources[0] and "--set ANNOTATE=True" in sources[0]  # the banner says so
+    assert json.loads((out / "timings.json").read_text())["03_params"]["quick"]["set"] == {"ANNOTATE": "True"}
+    assert nb_path.read_bytes() == before
+    # `==` is a comparison, not an assignment: a name only compared is "not assigned"
+    assert render_notebooks.parse_setting("K = 8") == ("K", 8)
+    with pytest.raises(ValueError, match="no code cell assigns NOPE"):
+        render_notebooks.override(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("NOPE == 1")]),
+                                  {"NOPE": 1})
+
+
 def test_render_cli_rejects_bad_input_before_running(tmp_path):
+    trivial = str(_trivial(tmp_path / "00_t.ipynb", "X = 1"))
+    out = tmp_path / "out"
     for args, message in [(["missing.ipynb"], "error: not a notebook file: missing.ipynb"),
-                          (["--timeout", "0", str(REPO / "notebooks" / "00_welcome.ipynb")], "error: --timeout")]:
-        done = subprocess.run([sys.executable, "scripts/render_notebooks.py", "--out", str(tmp_path), *args],
+                          (["--timeout", "0", str(REPO / "notebooks" / "00_welcome.ipynb")], "error: --timeout"),
+                          (["--set", "ANNOTATE", trivial], "error: --set 'ANNOTATE': write NAME=VALUE"),
+                          (["--set", "X=open('f')", trivial], "error: --set \"X=open('f')\": VALUE must be"),
+                          (["--set", "Y=1", trivial], "error: --set: no code cell assigns Y")]:
+        done = subprocess.run([sys.executable, "scripts/render_notebooks.py", "--out", str(out), *args],
                               cwd=REPO, capture_output=True, text=True)
         assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
-        assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())
+        assert "Traceback" not in done.stderr and not out.exists()
