@@ -22,6 +22,7 @@ Kinds:
     methods FILE [FILE …]        the PET-methods table; a later file fills the columns an earlier one left empty
     detectors [METRIC]           bench_detectors' scorer × cell matrix (default auprc), mean ± 95% CI over seeds
     loops NAME                   a saved ``recover`` report (results/loops/NAME.json): the default's loops per scorer
+    rendered MODE [PATH]         the rendered notebooks' run times in full or quick mode (docs/rendered/timings.json)
 """
 from __future__ import annotations
 
@@ -232,8 +233,34 @@ def loops_table(results: Path, name: str) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------- rendered notebooks' times
+def rendered_table(results: Path, mode: str = "full", timings: str = "docs/rendered/timings.json") -> str:
+    """The measured run times of the rendered notebooks in one mode (``scripts/render_notebooks.py`` writes them;
+    the path is relative to the repository): per notebook, the status, the wall time, the date, the torch threads and
+    the load on the machine when the run ended (``–`` where the record predates those fields), and any ``--set``;
+    a session notebook with no record in that mode is listed as not run."""
+    if mode not in ("full", "quick"):
+        raise CheckError(f"rendered: mode must be 'full' or 'quick', got {mode!r}")
+    data = _load(ROOT / timings)
+    lines = ["| notebook | status | wall time | date (UTC) | torch threads | load at the end | changed |",
+             "|---|---|---|---|---|---|---|"]
+    notebooks = {f.stem for f in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    for name in sorted(notebooks | set(data)):
+        if mode not in data.get(name, {}):
+            lines.append(f"| {name} | not run in {mode} mode | – | – | – | – | – |")
+        else:
+            r = data[name][mode]
+            m, s = divmod(round(r["seconds"]), 60)
+            wall = f"{m} min {s:02d} s" if m else f"{s} s"
+            changed = ", ".join(f"`{k} = {v}`" for k, v in r.get("set", {}).items()) or "–"
+            lines.append(f"| {name} | {r['status']} | {wall} | {r['date'][:16].replace('T', ' ')} | "
+                         f"{r['machine'].get('threads', '–')} | {r['machine'].get('load', '–')} | {changed} |")
+    return "\n".join(lines)
+
+
 KINDS: dict[str, Callable[..., str]] = {
     "detectors": detectors_table,
+    "rendered": rendered_table,
     "loops": loops_table,
     "recovery-table": recovery_table,
     "recovery-summary": recovery_summary,
