@@ -45,6 +45,8 @@ def _ms(values) -> str:
 
 
 def summary(results: Path) -> str:
+    from gbair_nb.metrics import kept_round
+
     by_scenario: dict[str, list[dict]] = {}
     for f in sorted(results.glob("*.json")):
         rep = json.loads(f.read_text())
@@ -64,7 +66,7 @@ def summary(results: Path) -> str:
         scorers = list(r0["scorers"])
         for s in scorers:
             res = [r["scorers"][s] for r in reps if s in r["scorers"]]
-            final = [next(x for x in q["rounds"] if x["round"] == q["final_round"]) for q in res]
+            final = [kept_round(q) for q in res]
             r1 = [q["rounds"][1] if len(q["rounds"]) > 1 else {} for q in res]
             lines.append(
                 f"| {s} | {_ms([f['test_macro_f1'] for f in final])} "

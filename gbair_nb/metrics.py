@@ -9,7 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["detection_metrics", "recovered_fraction", "percentile_ranks", "mean_ci", "calibrated_macro_f1"]
+__all__ = ["detection_metrics", "recovered_fraction", "kept_round", "percentile_ranks", "mean_ci",
+           "calibrated_macro_f1"]
 
 
 def detection_metrics(scores: np.ndarray, is_corrupted: np.ndarray, *, k: int | None = None,
@@ -50,6 +51,12 @@ def recovered_fraction(final: float, corrupted: float, clean: float) -> float:
     NaN when clean and corrupted are equal (nothing was lost)."""
     gap = clean - corrupted
     return float("nan") if abs(gap) < 1e-12 else float((final - corrupted) / gap)
+
+
+def kept_round(result: dict) -> dict:
+    """The kept round's record in one scorer's saved result (``report.json``'s ``scorers[name]``): the round whose
+    labels the loop hands back, which is not always the last one (a round without gain is rolled back)."""
+    return next(r for r in result["rounds"] if r["round"] == result["final_round"])
 
 
 def percentile_ranks(scores: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .metrics import mean_ci
+from .metrics import kept_round, mean_ci
 from .recovery import check_fix, gbair
 from .scenarios import Scenario
 from .scorers import SCORERS
@@ -156,7 +156,7 @@ def summarise_seeds(reports: Sequence[dict]) -> dict:
                "scorers": {}}
     for name in first["scorers"]:
         res = [r["scorers"][name] for r in reports if name in r["scorers"]]
-        kept = [next(x for x in q["rounds"] if x["round"] == q["final_round"]) for q in res]
+        kept = [kept_round(q) for q in res]
         depth = max(len(q["rounds"]) for q in res)
         summary["scorers"][name] = {
             "recovered_fraction": {m: _ci([(q.get("recovered_fraction") or {}).get(m) for q in res])

@@ -38,6 +38,9 @@ from typing import Callable
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from gbair_nb.metrics import kept_round, mean_ci  # noqa: E402  (light: numpy only; the report module loads torch)
+
 DEFAULT_FILES = ("README.md", "docs/benchmarks.md")
 OPEN = re.compile(r"^<!-- results: (?P<spec>[^>]*?) -->$")
 CLOSE = "<!-- /results -->"
@@ -90,7 +93,7 @@ def recovery_table(results: Path, scenario: str) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in scorers:
         res = [r["scorers"][s] for r in reps if s in r["scorers"]]
-        kept = [next(x for x in q["rounds"] if x["round"] == q["final_round"]) for q in res]
+        kept = [kept_round(q) for q in res]
 
         def at(q, i, key):
             return q["rounds"][i].get(key) if len(q["rounds"]) > i else None
@@ -174,7 +177,6 @@ def detectors_table(results: Path, metric: str = "auprc") -> str:
     """Scorer × cell table of round-1 ``metric`` from ``bench_detectors.py`` (``results/detectors/*.json``):
     mean ± 95% half-width over seeds (3 decimals; one seed: the mean alone), the best mean of each cell in bold,
     rows in the order of their mean over the cells, best first."""
-    sys.path.insert(0, str(ROOT))
     from gbair_nb.report import detector_matrix, detector_results
 
     m = detector_matrix(detector_results(results / "detectors"), metric)
@@ -203,9 +205,6 @@ def loops_table(results: Path, name: str) -> str:
     ``results/loops/NAME.json``: per scorer, mean ± 95% half-width over seeds (a value without ± is one seed) of the
     recovered fraction of test macro-F1, the kept round's test macro-F1, round-1 flagged precision, and the wrong
     labels at round 0 and at the kept round; and, per seed, why the loop stopped."""
-    sys.path.insert(0, str(ROOT))
-    from gbair_nb.metrics import mean_ci
-
     rep = _load(results / "loops" / f"{name}.json")
     reports = rep.get("per_seed") or [rep]
 
@@ -222,7 +221,7 @@ def loops_table(results: Path, name: str) -> str:
              " stopped because |", "|---|---|---|---|---|---|"]
     for scorer in reports[0]["scorers"]:
         res = [r["scorers"][scorer] for r in reports]
-        kept = [next(x for x in q["rounds"] if x["round"] == q["final_round"]) for q in res]
+        kept = [kept_round(q) for q in res]
         lines.append("| " + " | ".join([
             scorer, cell([(q.get("recovered_fraction") or {}).get("test_macro_f1") for q in res], 2),
             cell([k["test_macro_f1"] for k in kept], 3),

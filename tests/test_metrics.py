@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.stats import t
 
-from gbair_nb.metrics import calibrated_macro_f1, mean_ci, percentile_ranks
+from gbair_nb.metrics import calibrated_macro_f1, kept_round, mean_ci, percentile_ranks
 
 
 def test_mean_ci_is_students_t():
@@ -32,3 +32,10 @@ def test_calibrated_f1_undoes_a_shifted_threshold():
     # the threshold comes from validation only: a test set with another shift is not rescued
     assert calibrated_macro_f1(probs, y, np.c_[1 - p1 / 4, p1 / 4], y) < 0.5
     assert np.isnan(calibrated_macro_f1(np.full((3, 3), 1 / 3), [0, 1, 2], np.full((3, 3), 1 / 3), [0, 1, 2]))
+
+
+def test_kept_round_is_the_final_round_not_the_last():
+    rounds = [{"round": 0, "test_macro_f1": 0.6}, {"round": 1, "test_macro_f1": 0.8}, {"round": 2, "test_macro_f1": 0.7}]
+    assert kept_round({"rounds": rounds, "final_round": 1}) is rounds[1]  # round 2 was rolled back
+    assert kept_round({"rounds": rounds, "final_round": 2}) is rounds[2]
+    assert kept_round({"rounds": rounds[:1], "final_round": 0}) is rounds[0]

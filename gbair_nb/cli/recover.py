@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from ..metrics import kept_round
 from ..scenarios import QUICK_SCENARIO, SCENARIOS, Scenario, make_scenario
 from ..scorers import OPTIONAL_SCORERS, SCORERS
 from .args import (SIZE_KEYS, add_data_arguments, add_method_arguments, choose_sizes, estimate_note,
@@ -116,7 +117,7 @@ def _summary_lines(report: dict) -> list[str]:
                  f"{report['corrupted']['test_macro_f1']:.3f} (threshold fit on validation, no label fixed: "
                  f"{_fmt(report['corrupted'].get('test_macro_f1_calibrated'))}); seed {report['seed']}"]
         for name, res in report["scorers"].items():
-            fin = next(r for r in res["rounds"] if r["round"] == res["final_round"])
+            fin = kept_round(res)
             prec = [r["flagged_precision"] for r in res["rounds"][1:]]
             lines.append(f"  {name:>15}: kept macro-F1 {fin['test_macro_f1']:.3f} (round {res['final_round']}), "
                          f"recovered {_fmt(res['recovered_fraction']['test_macro_f1'])}, wrong labels "
