@@ -91,8 +91,9 @@ def override(nb, settings: dict):
 
 
 def stamp(nb, *, mode: str, seconds: float, when: datetime, info: dict, error: str | None = None,
-          settings: dict | None = None):
-    """The notebook with a banner cell first saying how and when it ran (a copy; ``nb`` is not modified)."""
+          settings: dict | None = None, source: str | None = None):
+    """The notebook with a banner cell first saying how and when it ran (a copy; ``nb`` is not modified).
+    ``source``, the notebook's path in the repository, makes the banner's command regenerate that notebook alone."""
     import copy
 
     import nbformat
@@ -100,7 +101,8 @@ def stamp(nb, *, mode: str, seconds: float, when: datetime, info: dict, error: s
     nb = copy.deepcopy(nb)
     status = f"**failed**: {error}" if error else "ran top to bottom"
     sets = "".join(f" --set {k}={v!r}" for k, v in (settings or {}).items())
-    command = f"python scripts/render_notebooks.py{' --quick' if mode == 'quick' else ''}{sets}"
+    command = f"python scripts/render_notebooks.py{' --quick' if mode == 'quick' else ''}{sets}" + \
+        (f" {source}" if source else "")
     load = "".join(f", {label} {info[key]}" for key, label in (("threads", "torch threads"), ("load", "load"))
                    if key in info)
     changed = ("  \n> Changed for this render: " + ", ".join(f"`{k} = {v!r}`" for k, v in settings.items())
@@ -167,7 +169,9 @@ def render(path: Path, out: Path, *, quick: bool, timeout: int = 3600, keep_exec
     when = datetime.now(timezone.utc)
     nb, seconds, error = execute(path, quick=quick, timeout=timeout, settings=settings)
     info = machine()
-    stamped = stamp(nb, mode=mode, seconds=seconds, when=when, info=info, error=error, settings=settings)
+    source = f"notebooks/{path.name}" if path.parent.name == "notebooks" else None
+    stamped = stamp(nb, mode=mode, seconds=seconds, when=when, info=info, error=error, settings=settings,
+                    source=source)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{path.stem}.html").write_text(to_html(stamped), encoding="utf-8")
     if keep_executed:
