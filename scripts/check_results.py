@@ -12,7 +12,7 @@ the markers from the JSON files, with the rounding the table prints. The check c
 for every block that differs; ``--write`` regenerates the blocks in place (run it when new results land, then read
 the diff before committing).
 
-    python scripts/check_results.py                      # README.md and docs/benchmarks.md; exit 1 on a mismatch
+    python scripts/check_results.py                      # README.md, docs/benchmarks.md, docs/course.md; exit 1 on a mismatch
     python scripts/check_results.py --write              # regenerate the tables from benchmarks/results/
     python scripts/check_results.py README.md --results DIR
 
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from gbair_nb.metrics import kept_round, mean_ci  # noqa: E402  (light: numpy only; the report module loads torch)
 
-DEFAULT_FILES = ("README.md", "docs/benchmarks.md")
+DEFAULT_FILES = ("README.md", "docs/benchmarks.md", "docs/course.md")
 OPEN = re.compile(r"^<!-- results: (?P<spec>[^>]*?) -->$")
 CLOSE = "<!-- /results -->"
 
