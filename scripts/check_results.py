@@ -22,6 +22,7 @@ Kinds:
     methods FILE [FILE …]        the PET-methods table; a later file fills the columns an earlier one left empty
     detectors [METRIC]           bench_detectors' scorer × cell matrix (default auprc), mean ± 95% CI over seeds
     loops NAME                   a saved ``recover`` report (results/loops/NAME.json): the default's loops per scorer
+    fixers                       bench_fixers' table: every fixer on the same round-0 model, mean ± 95% CI over seeds
     rendered MODE [PATH]         the rendered notebooks' run times in full or quick mode (docs/rendered/timings.json)
 """
 from __future__ import annotations
@@ -110,8 +111,9 @@ def recovery_table(results: Path, scenario: str) -> str:
     return "\n".join(lines)
 
 
-def _bench_recovery():
-    spec = importlib.util.spec_from_file_location("bench_recovery", ROOT / "benchmarks" / "bench_recovery.py")
+def _bench(name: str = "bench_recovery"):
+    """A benchmark script of benchmarks/ as a module (its table functions are what the docs print)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -120,7 +122,7 @@ def _bench_recovery():
 def recovery_summary(results: Path, scenario: str) -> str:
     """The scenario's section of what ``bench_recovery.py --summary-only`` prints (heading, references, table)."""
     _reports(results, scenario)  # a clear error when there is nothing
-    text = _bench_recovery().summary(results / "recovery")
+    text = _bench().summary(results / "recovery")
     sections = {s.split(":", 1)[0]: "### " + s.strip() for s in text.split("\n### ")[1:]}
     if scenario not in sections:
         raise CheckError(f"bench_recovery's summary has no section for {scenario!r}; it has {sorted(sections)}")
@@ -232,6 +234,13 @@ def loops_table(results: Path, name: str) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------- fixers compared
+def fixers_table(results: Path) -> str:
+    """``benchmarks/bench_fixers.py --summary-only``: per fixer, mean ± 95% half-width over seeds of the recovered
+    fraction, the wrong labels at round 0 and at the kept round, rounds 1 and 2's flagged precision, and per seed."""
+    return _bench("bench_fixers").summary(results / "fixers")
+
+
 # ------------------------------------------------------------------------------- rendered notebooks' times
 def rendered_table(results: Path, mode: str = "full", timings: str = "docs/rendered/timings.json") -> str:
     """The measured run times of the rendered notebooks in one mode (``scripts/render_notebooks.py`` writes them;
@@ -259,6 +268,7 @@ def rendered_table(results: Path, mode: str = "full", timings: str = "docs/rende
 
 KINDS: dict[str, Callable[..., str]] = {
     "detectors": detectors_table,
+    "fixers": fixers_table,
     "rendered": rendered_table,
     "loops": loops_table,
     "recovery-table": recovery_table,
