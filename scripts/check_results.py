@@ -23,6 +23,7 @@ Kinds:
     detectors [METRIC]           bench_detectors' scorer × cell matrix (default auprc), mean ± 95% CI over seeds
     loops NAME                   a saved ``recover`` report (results/loops/NAME.json): the default's loops per scorer
     fixers                       bench_fixers' table: every fixer on the same round-0 model, mean ± 95% CI over seeds
+    reading                      what each session asks a student to read and do, counted from the notebooks
     rendered MODE [PATH]         the rendered notebooks' run times in full or quick mode (docs/rendered/timings.json)
 """
 from __future__ import annotations
@@ -241,6 +242,38 @@ def fixers_table(results: Path) -> str:
     return _bench("bench_fixers").summary(results / "fixers")
 
 
+# ------------------------------------------------------------------------------------ what a student reads
+READING_WPM = 150  # words per minute for technical prose with formulas (a common planning figure; not measured here)
+
+
+def _notebook_counts(path: Path) -> dict:
+    """Markdown words, code cells, '## Exercise' and '## Predict before you run' headings of one notebook."""
+    cells = json.loads(path.read_text())["cells"]
+    md = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    heads = [text.splitlines()[0] for text in md if text.startswith("#")]
+    return {"words": sum(len(text.split()) for text in md),
+            "code": sum(c["cell_type"] == "code" for c in cells),
+            "exercises": sum(re.match(r"#+ Exercise \d", h) is not None for h in heads),
+            "predict": sum("Predict before you run" in h for h in heads)}
+
+
+def reading_table(results: Path) -> str:
+    """What each session asks a student to read and do, counted from the notebooks: the words of the notebook's and
+    its lab's Markdown, the code cells, the lab's checked exercises and predict-before-you-run questions, and the
+    reading time at ``READING_WPM`` words a minute (an assumption, not a measurement)."""
+    lines = ["| notebook | words: notebook + lab | reading at 150 words/min | code cells: notebook + lab | "
+             "lab exercises (checked) | predict before you run |", "|---|---|---|---|---|---|"]
+    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        a = _notebook_counts(nb)
+        labs = list((ROOT / "notebooks" / "labs").glob(f"{nb.stem}_lab.ipynb"))
+        b = _notebook_counts(labs[0]) if labs else {"words": 0, "code": 0, "exercises": 0, "predict": 0}
+        words = a["words"] + b["words"]
+        lines.append(f"| {nb.stem} | {a['words']:,} + {b['words']:,} | {words / READING_WPM:.0f} min | "
+                     f"{a['code']} + {b['code']} | {b['exercises'] if labs else '–'} | "
+                     f"{b['predict'] if labs else '–'} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------- rendered notebooks' times
 def rendered_table(results: Path, mode: str = "full", timings: str = "docs/rendered/timings.json") -> str:
     """The measured run times of the rendered notebooks in one mode (``scripts/render_notebooks.py`` writes them;
@@ -271,6 +304,7 @@ KINDS: dict[str, Callable[..., str]] = {
     "fixers": fixers_table,
     "rendered": rendered_table,
     "loops": loops_table,
+    "reading": reading_table,
     "recovery-table": recovery_table,
     "recovery-summary": recovery_summary,
     "methods": methods_table,

@@ -14,6 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 import build_slides  # noqa: E402
+import check_results  # noqa: E402
 import render_notebooks  # noqa: E402
 
 sys.path.pop(0)
@@ -160,3 +161,27 @@ def test_render_cli_rejects_bad_input_before_running(tmp_path):
                               cwd=REPO, capture_output=True, text=True)
         assert done.returncode == 2 and done.stderr.startswith(message), done.stderr
         assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_planned_student_times_cover_the_counted_reading_exercises_and_run_time():
+    """docs/course.md's planned student time of each session ≥ reading at 150 words/min + 10 min per checked lab
+    exercise + 3 min per prediction + the quick run time: a notebook that grows makes its session's plan fail."""
+    import re
+
+    rows = {}
+    for line in (REPO / "docs" / "course.md").read_text().splitlines():
+        m = re.match(r"\| (\d) \| (\d\d) [^|]+\| [^|]+\| ([^|]+) \| (\d+) s \|$", line)
+        if m:
+            planned = m.group(3).strip()
+            hours = re.match(r"(\d+)–\d+ h", planned)
+            rows[m.group(2)] = (int(hours.group(1)) * 60 if hours else int(planned.split()[0]), int(m.group(4)))
+    notebooks = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert set(rows) == {nb.name[:2] for nb in notebooks}, rows  # one row per session notebook
+    for nb in notebooks:
+        planned, run_s = rows[nb.name[:2]]
+        a = check_results._notebook_counts(nb)
+        lab = REPO / "notebooks" / "labs" / f"{nb.stem}_lab.ipynb"
+        b = check_results._notebook_counts(lab) if lab.exists() else {"words": 0, "exercises": 0, "predict": 0}
+        need = ((a["words"] + b["words"]) / check_results.READING_WPM + 10 * b["exercises"] + 3 * b["predict"]
+                + run_s / 60)
+        assert planned >= need, f"{nb.stem}: planned {planned} min < {need:.0f} min of reading, exercises and run"
