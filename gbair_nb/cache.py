@@ -13,6 +13,9 @@ input, even an edited line of the package, gives another fingerprint, hence a ne
 returns what a fresh training would (the loaded run equals the trained one float for float: the final trainable
 tensors are the last checkpoint's). The folder is ``$GBAIR_CACHE_DIR/runs`` or the user cache (platformdirs); delete
 it to start afresh, or pass ``cache=False``.
+
+The cache is never pruned by itself. Each entry records the code version that wrote it (``cache.json``); an entry of
+another version can never be hit again, and :func:`prune_cache` (``python -m gbair_nb cache --prune``) removes those.
 """
 from __future__ import annotations
 
@@ -20,11 +23,19 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["cache_root", "code_version", "run_fingerprint", "cached_train"]
+__all__ = ["cache_root", "code_version", "run_fingerprint", "cached_train", "CacheEntry", "cache_entries",
+           "prune_cache"]
+
+MARK = "cache.json"  # {"code": code_version(), "what": ..., "created": ...}, written after the run is saved
+ENTRY_NAME = re.compile(r"^[0-9a-f]{24}$")  # run_fingerprint's names: nothing else in the folder is ever touched
+RECENT_SECONDS = 600  # an entry changed this recently may be being written: pruning leaves it alone
 
 log = logging.getLogger(__name__)
 
@@ -83,4 +94,59 @@ def cached_train(train_ds, config, *, val=None, judged_on=(), step=None, cache: 
         except Exception as e:  # a damaged cache entry is retrained, never trusted
             log.warning(f"{what}: the cached training in {folder} cannot be used ({e}); training again")
     run = train(train_ds, val=val, config=config, step=step, out_dir=folder, verbose=verbose)
+    from .files import write_atomic
+
+    write_atomic(folder / MARK, json.dumps({"code": code_version(), "what": what,
+                                            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
     return run, False
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached training: its folder, size, the code version that wrote it (None: written before entries recorded
+    it, so by older code), whether its ``run.json`` is there, and when any of its files last changed."""
+
+    path: Path
+    bytes: int
+    code: str | None
+    complete: bool
+    modified: float
+
+    def reusable(self) -> bool:
+        """Could :func:`cached_train` of the installed gbair_nb ever load it? Same code version, and complete."""
+        return self.complete and self.code == code_version()
+
+
+def cache_entries(root: str | os.PathLike | None = None) -> list[CacheEntry]:
+    """The entries of the cache folder (default :func:`cache_root`), oldest first; other folders are ignored."""
+    root = Path(root) if root is not None else cache_root()
+    out = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not (folder.is_dir() and ENTRY_NAME.match(folder.name)):
+            continue
+        files = [f for f in folder.rglob("*") if f.is_file()]
+        try:
+            code = json.loads((folder / MARK).read_text()).get("code")
+        except (OSError, ValueError, AttributeError):
+            code = None
+        out.append(CacheEntry(folder, sum(f.stat().st_size for f in files), code, (folder / "run.json").is_file(),
+                              max([folder.stat().st_mtime, *(f.stat().st_mtime for f in files)])))
+    return sorted(out, key=lambda e: e.modified)
+
+
+def prune_cache(*, everything: bool = False, root: str | os.PathLike | None = None, dry_run: bool = False
+                ) -> tuple[list[CacheEntry], list[CacheEntry]]:
+    """Remove the entries no run of the installed gbair_nb can reuse (another code version, or incomplete), or
+    with ``everything`` all of them. Entries changed in the last ``RECENT_SECONDS`` are kept: a training in another
+    process may be writing one. Returns (removed, kept because recent); ``dry_run`` removes nothing."""
+    now, removed, recent = time.time(), [], []
+    for entry in cache_entries(root):
+        if not everything and entry.reusable():
+            continue
+        if now - entry.modified < RECENT_SECONDS:
+            recent.append(entry)
+            continue
+        if not dry_run:
+            shutil.rmtree(entry.path)
+        removed.append(entry)
+    return removed, recent

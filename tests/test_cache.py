@@ -75,3 +75,69 @@ def test_a_cached_main_job_writes_the_same_report(tmp_path):
     assert fresh["cached"] == {"clean": False, "round0": False} and reused["cached"] == {"clean": True, "round0": True}
     assert numbers(fresh) == numbers(reused)
     assert len(list(tmp_path.iterdir())) == 2  # the clean reference and round 0, nothing else
+
+
+def _entry(root: Path, name: str, *, code: str | None, complete: bool = True, age_s: float = 3600) -> Path:
+    """A fake cache entry of 1,000 bytes whose files last changed ``age_s`` seconds ago."""
+    import os
+    import time
+
+    folder = root / name
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "ckpt_00.safetensors").write_bytes(b"x" * 1000)
+    if complete:
+        (folder / "run.json").write_text("{}")
+    if code is not None:
+        (folder / cache.MARK).write_text(json.dumps({"code": code}))
+    then = time.time() - age_s
+    for f in [folder, *folder.rglob("*")]:
+        os.utime(f, (then, then))
+    return folder
+
+
+def test_prune_removes_only_what_this_code_can_never_reuse(tmp_path):
+    sc = toy_scenario()
+    cache.cached_train(sc.train, TINY, cache=tmp_path)   # a real entry: it records the code version that wrote it
+    (real,) = tmp_path.iterdir()
+    assert json.loads((real / cache.MARK).read_text())["code"] == cache.code_version()
+    old = _entry(tmp_path, "a" * 24, code="0" * 16)                  # another code version
+    legacy = _entry(tmp_path, "b" * 24, code=None)                   # written before entries recorded their code
+    broken = _entry(tmp_path, "c" * 24, code=cache.code_version(), complete=False)  # no run.json
+    busy = _entry(tmp_path, "d" * 24, code="0" * 16, age_s=5)       # stale, but changed seconds ago
+    mine = _entry(tmp_path, "notes", code=None)                      # not a cache entry's name: never touched
+    entries = {e.path.name: e for e in cache.cache_entries(tmp_path)}
+    assert set(entries) == {real.name, old.name, legacy.name, broken.name, busy.name}
+    assert [n for n, e in entries.items() if e.reusable()] == [real.name]
+    assert entries[old.name].bytes == 1000 + len("{}") + len(json.dumps({"code": "0" * 16}))  # every file counted
+
+    removed, recent = cache.prune_cache(root=tmp_path, dry_run=True)
+    assert {e.path for e in removed} == {old, legacy, broken} and [e.path for e in recent] == [busy]
+    assert all(p.exists() for p in (old, legacy, broken))            # a dry run removes nothing
+    cache.prune_cache(root=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([real.name, busy.name, mine.name])
+    assert cache.cached_train(sc.train, TINY, cache=tmp_path)[1] is True  # the reusable entry still loads
+    removed, recent = cache.prune_cache(root=tmp_path, everything=True)  # the real entry was written seconds ago
+    assert removed == [] and {e.path for e in recent} == {real, busy}
+    import os
+
+    for f in [real, *real.rglob("*")]:
+        os.utime(f, (0, 0))  # long ago
+    removed, recent = cache.prune_cache(root=tmp_path, everything=True)
+    assert [e.path for e in removed] == [real] and [e.path for e in recent] == [busy] and mine.exists()
+
+
+def test_cache_command_reports_and_prunes(tmp_path, monkeypatch, capsys):
+    from gbair_nb.cli import main
+
+    monkeypatch.setenv("GBAIR_CACHE_DIR", str(tmp_path))
+    _entry(tmp_path / "runs", "a" * 24, code="0" * 16)
+    _entry(tmp_path / "runs", "b" * 24, code=cache.code_version())
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert "2 cached trainings" in out and "1 reusable by this gbair_nb" in out and "1 from other code" in out
+    assert main(["cache", "--prune"]) == 0
+    assert "removed 1 entries" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["b" * 24]
+    assert main(["cache", "--dry-run"]) == 2                            # one clear error, nothing changed
+    assert "error: --dry-run goes with --prune or --clear" in capsys.readouterr().err
+    assert main(["cache", "--clear"]) == 0 and not list((tmp_path / "runs").iterdir())

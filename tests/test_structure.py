@@ -24,7 +24,7 @@ LAYERS = [
     ["loop", "scorers", "recovery", "report", "distributed", "relabel"],        # 5 the loop
     ["plots", "plots.data", "plots.detection", "plots.influence", "plots.recovery",
      "widgets", "human"],                                                       # 6 pictures and people
-    ["cli", "cli.args", "cli.train", "cli.influence", "cli.recover", "__main__",
+    ["cli", "cli.args", "cli.train", "cli.influence", "cli.recover", "cli.cache", "__main__",
      "exercises", "exercises.core", "exercises.attribution", "exercises.detection",
      "exercises.parameters", "exercises.prompting"],                            # 7 entry points
 ]

@@ -3,7 +3,8 @@
 Subcommands are registered in :data:`SUBCOMMANDS`: name → :class:`Subcommand` (a help line and the module that
 provides ``add_arguments(parser)`` and ``run(args) -> int``). A subcommand's module is imported only when that
 subcommand runs, so ``--help`` stays fast and a module with heavy imports costs nothing until it is used. One
-module per command: :mod:`~gbair_nb.cli.train`, :mod:`~gbair_nb.cli.recover`, :mod:`~gbair_nb.cli.influence`;
+module per command: :mod:`~gbair_nb.cli.train`, :mod:`~gbair_nb.cli.recover`, :mod:`~gbair_nb.cli.influence`,
+:mod:`~gbair_nb.cli.cache`;
 the options they share are :mod:`~gbair_nb.cli.args`.
 
 Bad input (unknown dataset, missing file or column, a rate out of range, a folder that cannot be written, …) ends
@@ -64,6 +65,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "recover": Subcommand("G-BAIR: corrupt, then flag, relabel and retrain for a few rounds; write a report",
                           "gbair_nb.cli.recover"),
     "influence": Subcommand("TracIn of a train run: proponents, opponents, self-influence", "gbair_nb.cli.influence"),
+    "cache": Subcommand("what the training cache holds; --prune removes what can never be reused",
+                        "gbair_nb.cli.cache"),
 }
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotADirectoryError,
