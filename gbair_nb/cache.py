@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .files import write_atomic
+
 __all__ = ["cache_root", "code_version", "run_fingerprint", "cached_train", "CacheEntry", "cache_entries",
            "prune_cache"]
 
@@ -94,8 +96,6 @@ def cached_train(train_ds, config, *, val=None, judged_on=(), step=None, cache: 
         except Exception as e:  # a damaged cache entry is retrained, never trusted
             log.warning(f"{what}: the cached training in {folder} cannot be used ({e}); training again")
     run = train(train_ds, val=val, config=config, step=step, out_dir=folder, verbose=verbose)
-    from .files import write_atomic
-
     write_atomic(folder / MARK, json.dumps({"code": code_version(), "what": what,
                                             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
     return run, False

@@ -257,6 +257,12 @@ def _notebook_counts(path: Path) -> dict:
             "predict": sum("Predict before you run" in h for h in heads)}
 
 
+def session_counts(nb: Path) -> tuple[dict, dict | None]:
+    """(the notebook's counts, its lab's counts or None when the session has no lab), see ``_notebook_counts``."""
+    lab = ROOT / "notebooks" / "labs" / f"{nb.stem}_lab.ipynb"
+    return _notebook_counts(nb), (_notebook_counts(lab) if lab.is_file() else None)
+
+
 def reading_table(results: Path) -> str:
     """What each session asks a student to read and do, counted from the notebooks: the words of the notebook's and
     its lab's Markdown, the code cells, the lab's checked exercises and predict-before-you-run questions, and the
@@ -264,13 +270,12 @@ def reading_table(results: Path) -> str:
     lines = ["| notebook | words: notebook + lab | reading at 150 words/min | code cells: notebook + lab | "
              "lab exercises (checked) | predict before you run |", "|---|---|---|---|---|---|"]
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
-        a = _notebook_counts(nb)
-        labs = list((ROOT / "notebooks" / "labs").glob(f"{nb.stem}_lab.ipynb"))
-        b = _notebook_counts(labs[0]) if labs else {"words": 0, "code": 0, "exercises": 0, "predict": 0}
+        a, lab = session_counts(nb)
+        b = lab or {"words": 0, "code": 0}
         words = a["words"] + b["words"]
         lines.append(f"| {nb.stem} | {a['words']:,} + {b['words']:,} | {words / READING_WPM:.0f} min | "
-                     f"{a['code']} + {b['code']} | {b['exercises'] if labs else '–'} | "
-                     f"{b['predict'] if labs else '–'} |")
+                     f"{a['code']} + {b['code']} | {lab['exercises'] if lab else '–'} | "
+                     f"{lab['predict'] if lab else '–'} |")
     return "\n".join(lines)
 
 

@@ -179,9 +179,8 @@ def test_planned_student_times_cover_the_counted_reading_exercises_and_run_time(
     assert set(rows) == {nb.name[:2] for nb in notebooks}, rows  # one row per session notebook
     for nb in notebooks:
         planned, run_s = rows[nb.name[:2]]
-        a = check_results._notebook_counts(nb)
-        lab = REPO / "notebooks" / "labs" / f"{nb.stem}_lab.ipynb"
-        b = check_results._notebook_counts(lab) if lab.exists() else {"words": 0, "exercises": 0, "predict": 0}
+        a, lab = check_results.session_counts(nb)
+        b = lab or {"words": 0, "exercises": 0, "predict": 0}
         need = ((a["words"] + b["words"]) / check_results.READING_WPM + 10 * b["exercises"] + 3 * b["predict"]
                 + run_s / 60)
         assert planned >= need, f"{nb.stem}: planned {planned} min < {need:.0f} min of reading, exercises and run"
