@@ -217,7 +217,7 @@ def self_influence(model, tokenizer, checkpoints: Sequence[Any], train: Any, tra
 
 
 def per_example_grads(model, tokenizer, texts: Sequence[str], labels: Sequence[int], **options):
-    """:func:`gbair_nb.influence.per_example_grads`, each rank on its slice of the examples, gathered:
+    """:func:`gbair_nb.gradients.per_example_grads`, each rank on its slice of the examples, gathered:
     ``(grads (n, P), slices)`` on every rank."""
     from . import influence
 

