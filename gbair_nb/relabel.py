@@ -21,14 +21,10 @@ lines are skipped (a hand edit may leave some); class names are compared in Unic
 on one machine and saved decomposed (NFD) by another tool is the same class.
 
 Two sessions on one journal (a re-run cell, a second notebook or kernel) are safe: every read and write of the
-journal holds an advisory lock on the file ``<journal>.lock`` next to it (the ``filelock`` package: ``flock`` on
-Linux and macOS, ``msvcrt`` locking on Windows). Under that lock an append checks that the file is still the size
-this session left it at, writes the line and ``fsync``-s it: of two sessions deciding at once, one is saved and the
-other is refused with "changed by someone else" (open a new session to reload). Opening replays the file and
-repairs a line cut off by a crash under the same lock, so it never cuts off a line that another process is still
-writing. A new journal is created exclusively (``O_EXCL``): a second creator replays the first one's file. The lock
-is released when a call returns or its process dies, so the ``.lock`` file that stays behind is harmless (delete it
-with the journal if you like). On a network file system without working ``flock``, keep journals on a local disk.
+journal holds an advisory lock on ``<journal>.lock`` next to it, and an append is refused if the file changed since
+this session read it: of two sessions deciding at once, one is saved and the other is refused with "changed by
+someone else" (open a new session to reload). Opening replays the file and repairs a line cut off by a crash.
+:mod:`gbair_nb.journal` keeps the file and says how (fsync, exclusive creation, the lock file left behind).
 
 The journal is always replayed on top of the dataset it started from (the fingerprint in its header). In round 2 of
 G-BAIR, pass the *starting* dataset again, not the relabeled one -- the session applies the journal itself.
@@ -46,30 +42,23 @@ examples, ``removed()`` lists their ids and ``plan()`` shows the pending changes
 
 from __future__ import annotations
 
-import json
 import os
 import unicodedata
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from filelock import FileLock, Timeout
+
+from .journal import Journal, JournalError, encode_line
 
 __all__ = ["RelabelSession", "Decision", "JournalError", "ACTIONS", "SOURCES"]
 
 JOURNAL_VERSION = 1
-LOCK_TIMEOUT_S = 60.0  # a session holds the journal's lock for one append or one replay: milliseconds, not minutes
 ACTIONS = ("relabel", "keep", "remove")
 SOURCES = ("human", "auto")
-
-
-class JournalError(Exception):
-    """A relabel journal that cannot be replayed safely (malformed line, other dataset, changed by another session)."""
 
 
 @dataclass(frozen=True)
@@ -131,8 +120,8 @@ class RelabelSession:
         self.fingerprint = str(fingerprint)
         self.round = int(round)
         self.path = Path(journal_path)
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self._lock = FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_S)
+        self._journal = Journal(self.path)
+        self.lock_path = self._journal.lock_path
         self._header_line()  # raises ValueError now if the header cannot be written
         flagged_ids = [] if flagged is None else [int(i) for i in flagged]
         for i in flagged_ids:
@@ -147,8 +136,6 @@ class RelabelSession:
         self._removed = np.zeros(len(self._ids), dtype=bool)
         self._effective: dict[int, Decision] = {}
         self._stack: list[tuple[int, Decision, int, bool, Decision | None]] = []  # line, decision, previous state
-        self._lines = 0
-        self._size = 0
         self._position: int | None = 0 if self.flagged else None
         self._open()
 
@@ -258,7 +245,7 @@ class RelabelSession:
             raise ValueError(f"position {position} is out of range; must be in [0, {len(self.flagged)})")
         position = int(position)
         if position != self._position:
-            self._append({"type": "cursor", "time": _now(), "id": self.flagged[position], "round": self.round})
+            self._journal.append({"type": "cursor", "time": _now(), "id": self.flagged[position], "round": self.round})
             self._position = position
         return position
 
@@ -314,7 +301,7 @@ class RelabelSession:
         p = self._pos[d.id]
         entry = {"type": "undo", "time": _now(), "id": d.id, "old_label": int(self._labels[p]),
                  "new_label": label_before, "action": "undo", "source": source, "round": self.round, "undoes": line}
-        self._append(entry)
+        self._journal.append(entry)
         self._apply_undo()
         return d
 
@@ -347,8 +334,8 @@ class RelabelSession:
         p = self._pos[int(id)]
         entry = {"type": "decision", "time": _now(), "id": int(id), "old_label": int(self._labels[p]),
                  "new_label": int(new_label), "action": action, "source": source, "round": self.round}
-        self._append(entry)
-        return self._apply_decision(entry, self._lines)
+        self._journal.append(entry)
+        return self._apply_decision(entry, self._journal.lines)
 
     def _apply_decision(self, e: dict, line: int) -> Decision:
         d = Decision(id=int(e["id"]), old_label=int(e["old_label"]), new_label=int(e["new_label"]),
@@ -369,50 +356,6 @@ class RelabelSession:
         else:
             self._effective[d.id] = previous
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold the journal's advisory lock (``<journal>.lock``) around one read or write of the journal."""
-        try:
-            self._lock.acquire()
-        except Timeout:
-            raise JournalError(
-                f"journal {self.path} has been locked by another session for {LOCK_TIMEOUT_S:g} s (lock file "
-                f"{self.lock_path}); a session holds it only while saving or opening, so that process is stuck: "
-                f"stop it, then try again") from None
-        try:
-            yield
-        finally:
-            self._lock.release()
-
-    def _append(self, entry: dict) -> None:
-        """Append one line, fsync it; refuse if someone else wrote to the journal since we read it.
-
-        Check, write and fsync happen under the journal's lock, so no other session can write in between; a write
-        that fails half-way is cut off again, so a refused or failed decision leaves nothing on disk.
-        """
-        data = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
-        with self._locked():
-            try:
-                size = self.path.stat().st_size
-            except FileNotFoundError:
-                size = -1
-            if size != self._size:
-                raise JournalError(
-                    f"journal {self.path} was changed by someone else (size {size} bytes, this session wrote up to "
-                    f"{self._size}); another session is probably open on it. Create a new RelabelSession (and "
-                    f"widget) to reload it; this one is stale and made no change.")
-            with open(self.path, "ab", buffering=0) as f:
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[f.write(view):]
-                    os.fsync(f.fileno())
-                except BaseException:
-                    os.ftruncate(f.fileno(), self._size)  # never leave half a line for the next append to join
-                    raise
-        self._size += len(data)
-        self._lines += 1
-
     def _header_line(self) -> bytes:
         header = {"type": "header", "version": JOURNAL_VERSION, "fingerprint": self.fingerprint,
                   "class_names": self.class_names, "n": self.n, "time": _now()}
@@ -424,109 +367,11 @@ class RelabelSession:
                 raise ValueError(f"{what} cannot be written to the journal as UTF-8 ({err.reason}: "
                                  f"{value[err.start:err.end]!r}, e.g. text decoded with errors='surrogateescape'); "
                                  f"fix it before relabeling") from None
-        return (json.dumps(header, ensure_ascii=False) + "\n").encode("utf-8")
-
-    def _create(self, *, replace: bool = False) -> bool:
-        """Write the header as the journal's only line (under the lock). A new file is created exclusively:
-        returns False, writing nothing, when it already exists. ``replace=True`` rewrites an existing file that has
-        no complete header (a crash while it was being created)."""
-        data = self._header_line()
-        flags = os.O_WRONLY | getattr(os, "O_BINARY", 0)
-        try:
-            fd = os.open(self.path, (flags | os.O_TRUNC) if replace else (flags | os.O_CREAT | os.O_EXCL), 0o666)
-        except FileExistsError:
-            return False
-        try:
-            with os.fdopen(fd, "wb", buffering=0) as f:
-                view = memoryview(data)
-                while view:
-                    view = view[f.write(view):]
-                os.fsync(f.fileno())
-        except BaseException:
-            if not replace:  # ours alone (created exclusively, under the lock): leave no half-made journal
-                self.path.unlink(missing_ok=True)
-            raise
-        try:  # make the new directory entry durable too (not possible on Windows; harmless to skip)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
-        self._size = len(data)
-        self._lines = 1
-        return True
+        return encode_line(header)
 
     def _open(self) -> None:
-        """Create the journal, or replay it and repair a line cut off by a crash -- all under the lock."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            try:
-                data = self.path.read_bytes()
-            except FileNotFoundError:
-                if self._create():
-                    return
-                data = self.path.read_bytes()  # created meanwhile by someone not taking the lock: replay theirs
-            if not data:
-                self._create(replace=True)  # a crash right after creating it
-                return
-            self._replay_bytes(data)
-
-    def _replay_bytes(self, data: bytes) -> None:
-        chunks = data.split(b"\n")
-        tail = chunks.pop()  # b"" when the file ends with a newline
-        tail_entry = None
-        if tail.strip():
-            try:
-                tail_entry = json.loads(tail.decode("utf-8"))
-                if not isinstance(tail_entry, dict):
-                    raise ValueError
-            except ValueError:
-                tail_entry = None
-        entries = []
-        for k, chunk in enumerate(chunks, start=1):
-            if chunk.strip():  # blank lines (a hand edit) are skipped; line numbers stay those of the file
-                entries.append((k, self._parse(chunk, k)))
-        if tail_entry is not None:
-            entries.append((len(chunks) + 1, tail_entry))
-        if not entries:  # only a torn header: nothing was ever decided
-            warnings.warn(f"journal {self.path}: its only line (the header) was cut off mid-write; starting it "
-                          f"again", RuntimeWarning, stacklevel=4)
-            self._create(replace=True)
-            return
-        self._replay(entries)
-        # the file is valid: now repair the end on disk so later appends are clean (we hold the lock, so a line
-        # without its newline was cut off by a crash, never one that is still being written)
-        if tail.strip() and tail_entry is None:
-            warnings.warn(f"journal {self.path}: the last line (line {len(chunks) + 1}, {len(tail)} bytes) was cut "
-                          f"off mid-write (a crash while saving); it was dropped, every earlier decision is kept",
-                          RuntimeWarning, stacklevel=4)
-            with open(self.path, "r+b") as f:
-                f.truncate(len(data) - len(tail))
-                f.flush()
-                os.fsync(f.fileno())
-            lines = len(chunks)
-        elif tail:
-            with open(self.path, "ab") as f:  # complete last entry (or blanks) missing only its newline
-                f.write(b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-            lines = len(chunks) + 1
-        else:
-            lines = len(chunks)
-        self._size = self.path.stat().st_size
-        self._lines = lines
-
-    def _parse(self, chunk: bytes, line: int) -> dict:
-        try:
-            e = json.loads(chunk.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as err:
-            raise JournalError(f"journal {self.path}, line {line}: not valid JSON ({err}); "
-                               f"content starts {chunk[:60]!r}. Fix or delete that line to resume.") from None
-        if not isinstance(e, dict) or "type" not in e:
-            raise JournalError(f"journal {self.path}, line {line}: expected a JSON object with a 'type', got {e!r:.80}")
-        return e
+        """Create the journal, or replay it (and repair a line a crash cut off) -- under the journal's lock."""
+        self._journal.open(self._header_line(), self._replay, stacklevel=4)
 
     def _bad(self, line: int, why: str) -> JournalError:
         return JournalError(f"journal {self.path}, line {line}: {why}")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-import gbair_nb.relabel as relabel
+import gbair_nb.journal as journal
 from gbair_nb.relabel import JournalError, RelabelSession
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -449,7 +449,7 @@ def test_a_lock_held_too_long_is_a_clear_error_and_a_left_lock_file_is_not(tmp_p
     RelabelSession.from_dataset(ds, path).relabel(1000, 2)
     assert lock_path(path).exists()  # stays behind, by design: only a held lock stops anyone
     assert RelabelSession.from_dataset(ds, path).label_of(1000) == 2
-    monkeypatch.setattr(relabel, "LOCK_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(journal, "LOCK_TIMEOUT_S", 0.2)
     with FileLock(str(lock_path(path))):  # a stuck process holding it
         with pytest.raises(JournalError, match=r"locked by another session for 0.2 s \(lock file .*j\.jsonl\.lock\)"):
             RelabelSession.from_dataset(ds, path)

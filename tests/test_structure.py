@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gbair_nb"
 
 # Lowest first. A module may import its own layer or any layer below it. The same table is in ARCHITECTURE.md.
 LAYERS = [
-    ["config", "files", "metrics", "plots.base"],                               # 0 foundation
+    ["config", "files", "journal", "metrics", "plots.base"],                    # 0 foundation
     ["data", "scenarios", "checkpoints"],                                       # 1 data and files on disk
     ["gift", "pet", "gmt", "llm", "models"],                                    # 2 models and PET methods
     ["train", "runs", "cache", "probe"],                                        # 3 training
