@@ -134,13 +134,14 @@ def cache_entries(root: str | os.PathLike | None = None) -> list[CacheEntry]:
     return sorted(out, key=lambda e: e.modified)
 
 
-def prune_cache(*, everything: bool = False, root: str | os.PathLike | None = None, dry_run: bool = False
-                ) -> tuple[list[CacheEntry], list[CacheEntry]]:
+def prune_cache(*, everything: bool = False, root: str | os.PathLike | None = None, dry_run: bool = False,
+                entries: list[CacheEntry] | None = None) -> tuple[list[CacheEntry], list[CacheEntry]]:
     """Remove the entries no run of the installed gbair_nb can reuse (another code version, or incomplete), or
     with ``everything`` all of them. Entries changed in the last ``RECENT_SECONDS`` are kept: a training in another
-    process may be writing one. Returns (removed, kept because recent); ``dry_run`` removes nothing."""
+    process may be writing one. Returns (removed, kept because recent); ``dry_run`` removes nothing. ``entries``: a
+    listing :func:`cache_entries` just made of ``root`` (the CLI shows it first), instead of walking the folder again."""
     now, removed, recent = time.time(), [], []
-    for entry in cache_entries(root):
+    for entry in cache_entries(root) if entries is None else entries:
         if not everything and entry.reusable():
             continue
         if now - entry.modified < RECENT_SECONDS:

@@ -141,3 +141,16 @@ def test_cache_command_reports_and_prunes(tmp_path, monkeypatch, capsys):
     assert main(["cache", "--dry-run"]) == 2                            # one clear error, nothing changed
     assert "error: --dry-run goes with --prune or --clear" in capsys.readouterr().err
     assert main(["cache", "--clear"]) == 0 and not list((tmp_path / "runs").iterdir())
+
+
+def test_cache_prune_walks_the_folder_once_and_removes_what_it_listed(tmp_path, monkeypatch, capsys):
+    from gbair_nb.cli import main
+
+    monkeypatch.setenv("GBAIR_CACHE_DIR", str(tmp_path))
+    _entry(tmp_path / "runs", "a" * 24, code="0" * 16)
+    walks = []
+    real = cache.cache_entries
+    monkeypatch.setattr(cache, "cache_entries", lambda *a, **k: walks.append(a) or real(*a, **k))
+    assert main(["cache", "--prune"]) == 0
+    assert len(walks) == 1 and "removed 1 entries" in capsys.readouterr().out
+    assert not list((tmp_path / "runs").iterdir())

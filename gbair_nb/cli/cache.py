@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len(entries) - len(reusable)} from other code or incomplete")
     if not (args.prune or args.clear):
         return 0
-    removed, recent = prune_cache(everything=args.clear, root=root, dry_run=args.dry_run)
+    removed, recent = prune_cache(everything=args.clear, root=root, dry_run=args.dry_run, entries=entries)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} {len(removed)} entries, {_mb(sum(e.bytes for e in removed))}"
           + (f"; kept {len(recent)} changed in the last 10 minutes (a training may be writing them)"
