@@ -358,12 +358,13 @@ def _f(x, fmt="{:.3f}") -> str:
     return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else fmt.format(x)
 
 
-def table(df) -> str:
+def table(df, level: int = 3) -> str:
+    """Markdown: one table per (scenario, method), under a heading of ``level`` (3: ``###``)."""
     lines = []
     for (scenario, method), g in df.groupby(["scenario", "method"], sort=False):
         ok = g[g.get("skipped", None).isna()] if "skipped" in g else g
         first = ok.iloc[0] if len(ok) else None
-        head = f"\n### {scenario}, {method}"
+        head = f"\n{'#' * level} {scenario}, {method}"
         if first is not None:
             head += (f": {int(first['trainable_params']):,} trainable parameters, {int(first['n_checkpoints'])} "
                      f"checkpoints, {int(first['n_mistakes'])} validation mistakes")
@@ -385,9 +386,9 @@ def table(df) -> str:
     return "\n".join(lines)
 
 
-def goals(df) -> str:
-    """The issue's goals, met or not, with the numbers behind each verdict."""
-    lines = ["\n### Goals"]
+def goals(df, level: int = 3) -> str:
+    """The issue's goals, met or not, with the numbers behind each verdict (under a heading of ``level``)."""
+    lines = [f"\n{'#' * level} Goals"]
 
     def get(g, row):
         hit = g[g["row"] == row]

@@ -23,6 +23,7 @@ Kinds:
     detectors [METRIC]           bench_detectors' scorer × cell matrix (default auprc), mean ± 95% CI over seeds
     loops NAME                   a saved ``recover`` report (results/loops/NAME.json): the default's loops per scorer
     fixers                       bench_fixers' table: every fixer on the same round-0 model, mean ± 95% CI over seeds
+    peers DIR [goals]            bench_peers' tables (#### per scenario and method) from results/DIR, and its goals
     reading                      what each session asks a student to read and do, counted from the notebooks
     rendered MODE [PATH]         the rendered notebooks' run times in full or quick mode (docs/rendered/timings.json)
 """
@@ -242,6 +243,18 @@ def fixers_table(results: Path) -> str:
     return _bench("bench_fixers").summary(results / "fixers")
 
 
+def peers_table(results: Path, where: str = "peers", *extra: str) -> str:
+    """``benchmarks/bench_peers.py --table-only``: one table per (scenario, method) of ``results/where`` (``peers``
+    for the full size, ``peers/quick``), at heading level 4; with ``goals``, the issue's goals after them."""
+    if set(extra) - {"goals"}:
+        raise CheckError(f"peers {where} {' '.join(extra)}: the only option after the folder is 'goals'")
+    bench = _bench("bench_peers")
+    df = bench.frame(results / where)
+    if not len(df):
+        raise CheckError(f"no bench_peers results in {results / where}")
+    return (bench.table(df, level=4) + ("\n" + bench.goals(df, level=4) if extra else "")).strip("\n")
+
+
 # ------------------------------------------------------------------------------------ what a student reads
 READING_WPM = 150  # words per minute for technical prose with formulas (a common planning figure; not measured here)
 
@@ -307,6 +320,7 @@ def rendered_table(results: Path, mode: str = "full", timings: str = "docs/rende
 KINDS: dict[str, Callable[..., str]] = {
     "detectors": detectors_table,
     "fixers": fixers_table,
+    "peers": peers_table,
     "rendered": rendered_table,
     "loops": loops_table,
     "reading": reading_table,

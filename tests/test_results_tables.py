@@ -41,6 +41,7 @@ def _edit_one_digit(path: Path, line_start: str, old: str, new: str) -> None:
     ("docs/benchmarks.md", "| lora (q+v, r=8) | 74,498 | 13.9", "| 0.75 |", "| 0.76 |"),  # PET: recovered
     ("docs/benchmarks.md", "| gbair | 0.779", "74.667", "74.677"),  # tweets summary: wrong labels left
     ("docs/course.md", "| 08_exact_vs_approximate | ok", "| 6 min", "| 5 min"),  # a rendered notebook's run time
+    ("docs/benchmarks.md", "| proj1024 | 21.3 |", "| 0.998 |", "| 0.989 |"),  # peers: LoRA ρ of projected G-BAIR
 ])
 def test_a_number_edited_by_hand_fails_the_check_and_write_restores_it(tmp_path, name, line_start, old, new):
     original = (ROOT / name).read_text()
@@ -83,4 +84,7 @@ def test_bad_markers_are_one_line_errors(tmp_path):
     md.write_text("<!-- results: recovery-table no_such_scenario -->\n<!-- /results -->\n")
     r = check(md)
     assert r.returncode == 2 and "no results for scenario 'no_such_scenario'" in r.stderr
+    md.write_text("<!-- results: peers peers/quick goal -->\n<!-- /results -->\n")
+    r = check(md)
+    assert r.returncode == 2 and "the only option after the folder is 'goals'" in r.stderr
     assert "Traceback" not in r.stderr
