@@ -204,7 +204,7 @@ def _loop_example(model: nn.Module, params: list[torch.Tensor], batch: dict) -> 
 
 
 def gradient_rows(model, tokenizer, texts: list[str], labels: np.ndarray, *, method: str, batch_size: int,
-           max_length: int, sort_by_length: bool, pbar=None) -> torch.Tensor:
+                  max_length: int, sort_by_length: bool, pbar=None) -> torch.Tensor:
     """(n, P) per-example gradients at the model's current state (already in eval mode), rows in input order."""
     slices = grad_slices(model)
     n = len(texts)
@@ -275,5 +275,5 @@ def per_example_grads(model: nn.Module, tokenizer, texts: Sequence[str], labels:
         if state is not None:
             load_trainable_state(model, state)
         g = gradient_rows(model, tokenizer, list(texts), labels, method=method, batch_size=batch_size,
-                   max_length=max_length, sort_by_length=sort_by_length, pbar=pbar)
+                          max_length=max_length, sort_by_length=sort_by_length, pbar=pbar)
     return g, grad_slices(model)

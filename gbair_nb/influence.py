@@ -186,8 +186,8 @@ def _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, bat
     method = resolve_method(model, method)
 
     def grad(texts: list[str], labels: np.ndarray, pbar=None) -> torch.Tensor:
-        g = gradient_rows(model, tokenizer, texts, labels, method=method, batch_size=batch_size, max_length=max_length,
-                   sort_by_length=True, pbar=pbar)
+        g = gradient_rows(model, tokenizer, texts, labels, method=method, batch_size=batch_size,
+                          max_length=max_length, sort_by_length=True, pbar=pbar)
         return _normalise(g) if variant == "cosine" else g  # cosine: normalised before any projection
 
     if chunk_size is not None and chunk_size < 1:
@@ -392,7 +392,8 @@ aggregated_influence.__doc__ += _COMMON
 def _predict(model, tokenizer, texts, batch_size, max_length) -> np.ndarray:
     preds = []
     with torch.no_grad():
-        for b in batches(tokenizer, texts, batch_size=batch_size, max_length=max_length, device=str(next(model.parameters()).device)):
+        device = str(next(model.parameters()).device)
+        for b in batches(tokenizer, texts, batch_size=batch_size, max_length=max_length, device=device):
             preds.append(model(**b).logits.argmax(-1).cpu().numpy())
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 

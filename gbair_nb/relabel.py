@@ -86,7 +86,7 @@ class RelabelSession:
     optional), ``fingerprint`` (identifies the dataset; a journal from another dataset is refused) and ``round``
     (the G-BAIR round recorded with each decision). The arrays passed in are copied, never modified.
     Everything is checked before the journal is touched: a refused session leaves no file behind. ``lock_path`` is
-    the advisory lock file next to the journal (see the module docstring).
+    the advisory lock file next to the journal (see :mod:`gbair_nb.journal`).
     """
 
     def __init__(

@@ -78,7 +78,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors = list(USER_ERRORS)
     for module, name in [("gbair_nb.data", "DataError"), ("gbair_nb.pet", "PetError"),
                          ("gbair_nb.train", "FingerprintError"), ("gbair_nb.checkpoints", "RunFolderError"),
-                         ("gbair_nb.influence", "InfluenceError")]:
+                         ("gbair_nb.gradients", "InfluenceError")]:
         mod = sys.modules.get(module)  # only if already imported: no import just to catch an error
         if mod is not None and hasattr(mod, name):
             errors.append(getattr(mod, name))
