@@ -18,23 +18,25 @@ warnings.filterwarnings("ignore", category=UserWarning)
 
 @pytest.fixture(scope="module")
 def pt():
+    """The tiny prompt-tuning model with weights that make examples differ, and its tokenizer."""
     model, tok = make_model(backbone="tiny", num_virtual_tokens=4)
     return _sensitive(model), tok
 
 
 @pytest.fixture(scope="module")
-def ckpts(pt):
-    return _perturbed_checkpoints(pt[0], [{n: 0.05 for n in trainable_state(pt[0])}])
+def state(pt):
+    """Trainable tensors away from the initial ones, as a checkpoint would hold them."""
+    return _perturbed_checkpoints(pt[0], [None])[0][0]
 
 
 # ------------------------------------------------------------------------------------- per-example gradients
-def test_fast_path_equals_loop_prompt_tuning(pt, ckpts):
+def test_fast_path_equals_loop_prompt_tuning(pt, state):
     model, tok = pt
     assert fast_path_available(model)
     before = trainable_state(model)
-    fast, sl = per_example_grads(model, tok, TRAIN, TRAIN_LABELS, state=ckpts[0][0], method="fast",
+    fast, sl = per_example_grads(model, tok, TRAIN, TRAIN_LABELS, state=state, method="fast",
                                  batch_size=5, verbose=False)
-    loop, _ = per_example_grads(model, tok, TRAIN, TRAIN_LABELS, state=ckpts[0][0], method="loop", verbose=False)
+    loop, _ = per_example_grads(model, tok, TRAIN, TRAIN_LABELS, state=state, method="loop", verbose=False)
     assert fast.shape == (len(TRAIN), sum(p.numel() for p in model.parameters() if p.requires_grad))
     assert list(sl) == [n for n, p in model.named_parameters() if p.requires_grad]
     assert fast.abs().max() > 1e-3
@@ -46,10 +48,10 @@ def test_fast_path_equals_loop_prompt_tuning(pt, ckpts):
     assert all(torch.equal(before[n], t) for n, t in trainable_state(model).items())
 
 
-def test_fast_path_is_exact_in_float64(pt, ckpts):
+def test_fast_path_is_exact_in_float64(state):
     model, tok = make_model(backbone="tiny", num_virtual_tokens=4)
     model = _sensitive(model).double()
-    state = {k: v.double() for k, v in ckpts[0][0].items()}
+    state = {k: v.double() for k, v in state.items()}
     fast, _ = per_example_grads(model, tok, TRAIN, TRAIN_LABELS, state=state, method="fast", batch_size=5,
                                 verbose=False)
     loop, _ = per_example_grads(model, tok, TRAIN, TRAIN_LABELS, state=state, method="loop", verbose=False)
