@@ -243,7 +243,7 @@ def child(spec: dict) -> None:
     from gbair_nb.config import setup
 
     setup(quiet=True, threads=spec["threads"])
-    from gbair_nb.train import load_run
+    from gbair_nb.runs import load_run
 
     args = argparse.Namespace(**spec["args"])
     sc = _scenario(spec["scenario"], args.seed, args.quick)
