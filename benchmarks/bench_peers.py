@@ -270,8 +270,14 @@ def child(spec: dict) -> None:
     Path(spec["out"]).write_text(json.dumps(out))
 
 
-def run_rows(args) -> None:
+OPTIONAL = ("kronfluence", "captum", "einops", "einconv", "opt_einsum")  # a peer's package: its row is skipped
+
+
+def run_rows(args) -> list[str]:
+    """Run every row without a JSON, each in its own process; returns the rows that failed (they have no JSON, so
+    the next run retries them)."""
     args.results.mkdir(parents=True, exist_ok=True)
+    failed = []
     for scenario in args.scenarios:
         for method in args.methods:
             run_dir = prepare_run(scenario, method, args)
@@ -295,12 +301,17 @@ def run_rows(args) -> None:
                                    capture_output=True, text=True)
                 if p.returncode != 0:
                     err = (p.stderr.strip().splitlines() or ["?"])[-1]
-                    print(f"  {scenario}/{method}/{row}: FAILED ({err})", flush=True)
-                    if "PeerError" in p.stderr or "ModuleNotFoundError" in p.stderr:
+                    missing_peer = any(f"No module named '{m}" in p.stderr for m in OPTIONAL)
+                    if "PeerError" in p.stderr or missing_peer:  # the peer cannot run here: say so in the table
+                        print(f"  {scenario}/{method}/{row}: skipped ({err})", flush=True)
                         out.write_text(json.dumps({"scenario": scenario, "method": method, "row": row,
                                                    "skipped": err}))
+                    else:
+                        print(f"  {scenario}/{method}/{row}: FAILED ({err})", flush=True)
+                        failed.append(f"{scenario}/{method}/{row}")
                     continue
                 print(f"  {scenario}/{method}/{row}: {time.perf_counter() - t0:.0f} s", flush=True)
+    return failed
 
 
 # ------------------------------------------------------------------------------------------------- the table
@@ -480,11 +491,15 @@ def main(argv=None) -> None:
         setup(quiet=True, threads=args.threads)
         print(f"bench_peers: {args.scenarios} × {args.methods}, {len(args.rows)} rows, quick {args.quick}, "
               f"load average {open('/proc/loadavg').read().split()[0]}", flush=True)
-        run_rows(args)
+        failed = run_rows(args)
+    else:
+        failed = []
     df = frame(args.results)
     if len(df):
         print(table(df))
         print(goals(df))
+    if failed:
+        raise SystemExit(f"bench_peers: {len(failed)} row(s) failed: {', '.join(failed)} (rerun to retry them)")
 
 
 if __name__ == "__main__":

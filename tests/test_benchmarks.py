@@ -1,0 +1,60 @@
+"""The benchmark and helper scripts cannot rot silently: every name they import from gbair_nb exists, and the
+benchmark whose rows run in child processes (bench_peers) runs end to end on the tiny backbone.
+
+(A benchmark is run by hand, for hours; an import that a refactoring broke would otherwise show up only then:
+bench_peers' children once imported ``load_run`` from the module it had left, and every row failed.)"""
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "scripts").glob("*.py"))
+
+
+def _gbair_imports(path: Path) -> list[tuple[str, str, int]]:
+    """(module, name, line) for every ``from gbair_nb[.x] import name`` in the file, at any depth."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and (node.module == "gbair_nb" or node.module.startswith("gbair_nb.")):
+            out += [(node.module, a.name, node.lineno) for a in node.names]
+    return out
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_name_a_script_imports_from_the_package_exists(path):
+    missing = []
+    for module, name, line in _gbair_imports(path):
+        mod = importlib.import_module(module)
+        if not hasattr(mod, name):
+            try:
+                importlib.import_module(f"{module}.{name}")  # a submodule (from gbair_nb import plots)
+            except ModuleNotFoundError:
+                missing.append(f"{path.name}:{line}: {module} has no {name}")
+    assert not missing, missing
+
+
+def test_the_scripts_import_something_from_the_package():
+    # the check above must have something to check
+    assert sum(len(_gbair_imports(p)) for p in SCRIPTS) > 20
+
+
+def test_bench_peers_runs_its_rows_in_child_processes(tmp_path):
+    """Two rows at the tiny size: each child loads the run folder the parent trained and writes its JSON."""
+    results = tmp_path / "peers"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_peers.py"), "--quick", "--backbone", "tiny",
+           "--methods", "lora", "--rows", "exact_last,loss", "--results", str(results)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "FAILED" not in r.stdout
+    for row in ("exact_last", "loss"):
+        rec = json.loads((results / f"sms_spam__lora__{row}.json").read_text())
+        assert rec["row"] == row and len(rec["scores"]["self"]) == rec["n_train"] > 0
+    assert "| exact_last |" in r.stdout and "| loss |" in r.stdout  # the table is printed from them
