@@ -485,6 +485,7 @@ def main(argv=None) -> None:
     args.pairwise_n = args.pairwise_n or (4 if args.quick else 16)
     base = ROOT / "benchmarks" / "results" / "peers"
     args.results = args.results or (base / "quick" if args.quick else base)
+    failed = []
     if not args.table_only:
         from gbair_nb.config import setup
 
@@ -492,8 +493,6 @@ def main(argv=None) -> None:
         print(f"bench_peers: {args.scenarios} × {args.methods}, {len(args.rows)} rows, quick {args.quick}, "
               f"load average {open('/proc/loadavg').read().split()[0]}", flush=True)
         failed = run_rows(args)
-    else:
-        failed = []
     df = frame(args.results)
     if len(df):
         print(table(df))

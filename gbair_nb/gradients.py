@@ -33,7 +33,7 @@ from torch import nn
 from .pet import batches, load_trainable_state, trainable_names, trainable_state
 
 __all__ = ["InfluenceError", "METHODS", "per_example_grads", "gradient_rows", "fast_path_available", "resolve_method",
-           "grad_slices", "lr_vector", "preserved"]
+           "grad_slices", "lr_vector", "preserved", "progress"]
 
 METHODS = ("auto", "fast", "loop")
 
@@ -86,7 +86,8 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _progress(total: int, desc: str, verbose: bool):
+def progress(total: int, desc: str, verbose: bool):
+    """A tqdm bar counting examples (off unless ``verbose``); TracIn's passes use it too."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not verbose, leave=False, unit="ex")
@@ -271,7 +272,7 @@ def per_example_grads(model: nn.Module, tokenizer, texts: Sequence[str], labels:
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(texts):
         raise InfluenceError(f"{len(texts)} texts but {len(labels)} labels")
-    with preserved(model), _progress(len(texts), f"gradients ({method})", verbose) as pbar:
+    with preserved(model), progress(len(texts), f"gradients ({method})", verbose) as pbar:
         if state is not None:
             load_trainable_state(model, state)
         g = gradient_rows(model, tokenizer, list(texts), labels, method=method, batch_size=batch_size,

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from .gradients import (InfluenceError, fast_path_available, grad_slices, gradient_rows, lr_vector,
-                        per_example_grads, preserved, resolve_method)
+                        per_example_grads, preserved, progress, resolve_method)
 from .pet import batches, load_trainable_state
 from .projection import KINDS as PROJECTION_KINDS
 from .projection import Projection
@@ -138,12 +138,6 @@ def resolve_pairs(first: Any, first_labels: Any, second: Any, second_labels: Any
 
 def _normalise(g: torch.Tensor) -> torch.Tensor:
     return g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def _progress(total: int, desc: str, verbose: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not verbose, leave=False, unit="ex")
 
 
 # ------------------------------------------------------------------------------------------------------ TracIn
@@ -292,7 +286,7 @@ def tracin(model: nn.Module, tokenizer, checkpoints: Sequence[Any], train: Any,
                chunk_size, project, project_seed, project_kind)
     out = np.zeros((len(s.ckpts), len(te_texts), len(tr_texts)), dtype=np.float32)
     total = len(s.ckpts) * (len(te_texts) + len(tr_texts))
-    with preserved(model), _progress(total, "TracIn", verbose) as pbar:
+    with preserved(model), progress(total, "TracIn", verbose) as pbar:
         test_side = _test_side(model, s, te_texts, te_labels, summed=False, pbar=pbar)
         for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, pbar):
             out[c, :, start:stop] = (test_side[c] @ g.T).numpy()
@@ -318,7 +312,7 @@ def self_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
     s = _setup(model, tokenizer, checkpoints, checkpoints_used, variant, method, batch_size, max_length,
                chunk_size, project, project_seed, project_kind)
     out = np.zeros((len(s.ckpts), len(tr_texts)), dtype=np.float32)
-    with preserved(model), _progress(len(s.ckpts) * len(tr_texts), "self-influence", verbose) as pbar:
+    with preserved(model), progress(len(s.ckpts) * len(tr_texts), "self-influence", verbose) as pbar:
         for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, pbar):
             w, sq = s.weights[c], g.square_()  # the chunk's own tensor, squared in place: no (chunk, P) copies
             # × the rates in place, then torch's own (cascaded) sum: a BLAS dot product over 22.6M float32 terms
@@ -371,7 +365,7 @@ def aggregated_influence(model: nn.Module, tokenizer, checkpoints: Sequence[Any]
     n_sets = 1 if set_list is None else len(set_list)
     out = np.zeros((len(s.ckpts), n_sets, len(tr_texts)), dtype=np.float32)
     total = len(s.ckpts) * (len(on_texts) + len(tr_texts))
-    with preserved(model), _progress(total, "aggregated influence", verbose) as pbar:
+    with preserved(model), progress(total, "aggregated influence", verbose) as pbar:
         if len(on_texts) or reduce is not None:
             vs = _test_side(model, s, on_texts, on_lab, summed=True, pbar=pbar,
                             unit=normalize == "per_mistake", sets=set_list)
@@ -430,7 +424,7 @@ def top_influences(model: nn.Module, tokenizer, checkpoints: Sequence[Any], trai
             "opp": (torch.full((n_test, 0), -np.inf), torch.zeros(n_test, 0, dtype=torch.long))}
     preds = _predict(model, tokenizer, te_texts, batch_size, max_length) if with_predictions else None
     total = len(s.ckpts) * (n_test + len(tr_texts))
-    with preserved(model), _progress(total, "top influences", verbose) as pbar:
+    with preserved(model), progress(total, "top influences", verbose) as pbar:
         test_side = _test_side(model, s, te_texts, te_labels, summed=False, pbar=pbar)
         scores = None
         for start, stop, c, g in _train_chunks(model, s, tr_texts, tr_labels, pbar):

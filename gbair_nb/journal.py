@@ -58,7 +58,7 @@ class Journal:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self._lock = FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_S)
+        self._lock = FileLock(str(self.lock_path))  # the timeout is given at each acquire
         self.size = 0
         self.lines = 0
 
