@@ -7,6 +7,10 @@ precision, precision@k (k = 4% of the training set, the loop's budget) and recal
 (cell, seed) in ``benchmarks/results/detectors/``, so an interrupted run resumes; the summary prints mean ± the 95%
 interval (Student's t over seeds) per scorer and cell, and a Markdown heatmap-ready table.
 
+Beside each JSON, ``scores/<cell>__seed<s>.npz`` keeps every scorer's per-example scores and the truth mask, so a
+combination of scorers can be judged later without retraining: ``--combine gbair_balanced_unit+probe`` ranks by
+the mean percentile rank of the named scorers (no weights) and prints its average precision beside theirs.
+
 Noise modes: ``class_conditional`` (the dataset's default scenario: 70% of the positives labelled negative),
 ``uniform`` (20% of the labels flipped to another class), ``confusable`` (20% flipped to the class a TF-IDF +
 logistic-regression model finds most likely among the wrong ones, out-of-fold: feature-dependent noise).
@@ -14,6 +18,7 @@ logistic-regression model finds most likely among the wrong ones, out-of-fold: f
     OMP_NUM_THREADS=1 python benchmarks/bench_detectors.py                       # 2 datasets × 3 modes × 5 seeds
     python benchmarks/bench_detectors.py --datasets sms_spam --modes uniform --seeds 0
     python benchmarks/bench_detectors.py --summary-only
+    python benchmarks/bench_detectors.py --summary-only --combine gbair_balanced_unit+probe
 """
 from __future__ import annotations
 
@@ -72,9 +77,10 @@ def run_cell(dataset: str, mode: str, seed: int, scorers: list[str], out: Path, 
     result["n_val_mistakes"] = int(len(ctx.val_mistakes()))
     probe = probe_of(ctx)  # the loop's mask-free estimate of a batch's precision, checked against the truth
     result["probe_n_wrong"] = probe.n_wrong(sc.train)
+    kept = {}
     for name in scorers:
         t1 = time.perf_counter()
-        scores = np.asarray(SCORERS[name](ctx), dtype=np.float64)
+        scores = kept[name] = np.asarray(SCORERS[name](ctx), dtype=np.float64)
         m = detection_metrics(scores, sc.corruption.is_corrupted, k=result["k"], inspect=(0.1,))
         top = np.argsort(-scores, kind="stable")[:result["k"]]
         m["estimated_precision@k"] = probe.precision(sc.train, top)
@@ -87,9 +93,58 @@ def run_cell(dataset: str, mode: str, seed: int, scorers: list[str], out: Path, 
             raise SystemExit(f"{out.name}: the retrained model differs from the one scored before "
                              f"({before['n_val_mistakes']} vs {result['n_val_mistakes']} validation mistakes); "
                              "delete the file to score this cell afresh")
+        for name, m in result["scorers"].items():  # a rescored scorer (to save its scores) should agree
+            if name in before["scorers"] and abs(before["scorers"][name]["auprc"] - m["auprc"]) > 1e-6:
+                print(f"  note: {name}'s AP was {before['scorers'][name]['auprc']:.4f} here before, "
+                      f"now {m['auprc']:.4f}", flush=True)
         result["scorers"] = {**before["scorers"], **result["scorers"]}
+    save_scores(scores_path(out), kept, sc.corruption.is_corrupted)
     out.write_text(json.dumps(result, indent=1, default=float))
     return result
+
+
+def scores_path(out: Path) -> Path:
+    """Where the per-example scores of the cell whose metrics are in ``out`` (a JSON) are kept."""
+    return out.parent / "scores" / f"{out.stem}.npz"
+
+
+def save_scores(path: Path, scores: dict[str, np.ndarray], truth: np.ndarray) -> None:
+    """Add ``scores`` (scorer → (n,) array) to the cell's .npz, keeping scorers saved before; the truth mask must
+    be the one saved before (same cell, same seed)."""
+    from gbair_nb.files import atomic_path
+
+    old = dict(np.load(path)) if path.exists() else {}
+    truth = np.asarray(truth, dtype=bool)
+    if "is_corrupted" in old and not np.array_equal(old["is_corrupted"], truth):
+        raise SystemExit(f"{path.name}: the truth mask differs from the one saved before; delete it and rerun")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {**old, **{f"score:{k}": v for k, v in scores.items()}, "is_corrupted": truth}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez would append ".npz" to a name
+        np.savez_compressed(f, **arrays)
+
+
+def combine(results: Path, names: list[str]) -> "pd.DataFrame":
+    """Round-1 detection of the rank-mean combination of ``names`` (mean percentile rank, no weights) and of each
+    of them alone, on every (cell, seed) whose saved scores hold all of them: one row per (cell, seed, scorer)."""
+    import pandas as pd
+
+    from gbair_nb.metrics import detection_metrics, percentile_ranks
+
+    rows = []
+    for f in sorted((results / "scores").glob("*.npz")):
+        z = np.load(f)
+        if not all(f"score:{n}" in z for n in names):
+            continue
+        truth = z["is_corrupted"]
+        k = max(1, round(0.04 * len(truth)))
+        dataset, mode, seed = f.stem.split("__")
+        runs = {n: z[f"score:{n}"] for n in names}
+        runs["+".join(names)] = np.mean([percentile_ranks(z[f"score:{n}"]) for n in names], axis=0)
+        for name, s in runs.items():
+            m = detection_metrics(s, truth, k=k, inspect=(0.1,))
+            rows.append({"dataset": dataset, "mode": mode, "seed": int(seed.removeprefix("seed")), "scorer": name,
+                         **m})
+    return pd.DataFrame(rows)
 
 
 def summary(results: Path) -> str:
@@ -131,6 +186,8 @@ def main() -> None:
     ap.add_argument("--summary-only", action="store_true")
     ap.add_argument("--quick", action="store_true", help="quick-mode sizes and training (a smoke test)")
     ap.add_argument("--backbone", default="minilm", help="minilm (default); tiny for a smoke test")
+    ap.add_argument("--combine", action="append", default=[], metavar="A+B",
+                    help="also judge the rank-mean of these scorers from the saved scores (repeatable)")
     args = ap.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
@@ -145,8 +202,10 @@ def main() -> None:
                 for mode in args.modes.split(","):
                     out = args.results / f"{dataset}__{mode}__seed{seed}.json"
                     todo = scorers
-                    if out.exists():  # resume: only the scorers this cell has not been scored with yet
-                        todo = [s for s in scorers if s not in json.loads(out.read_text())["scorers"]]
+                    if out.exists():  # resume: only the scorers this cell has no metrics or no saved scores of
+                        saved = np.load(scores_path(out)).files if scores_path(out).exists() else []
+                        done = json.loads(out.read_text())["scorers"]
+                        todo = [s for s in scorers if s not in done or f"score:{s}" not in saved]
                         if not todo:
                             continue
                     print(f"{out.name}: {', '.join(todo)} …", flush=True)
@@ -154,6 +213,20 @@ def main() -> None:
                     run_cell(dataset, mode, seed, todo, out, quick=args.quick, backbone=args.backbone)
                     print(f"{out.name}: {time.perf_counter() - t0:.0f} s", flush=True)
     print(summary(args.results))
+    for combo in args.combine:
+        from gbair_nb.report import detector_matrix
+
+        rows = combine(args.results, combo.split("+"))
+        if rows.empty:
+            print(f"\n{combo}: no cell has saved scores of all of them")
+            continue
+        m = detector_matrix(rows, "auprc").set_index(["scorer", "cell"])
+        cells = sorted(m.index.get_level_values("cell").unique())
+        print(f"\n**{combo}**: average precision, mean ± 95% CI over the seeds with saved scores (n)\n")
+        print("| scorer | " + " | ".join(cells) + " |\n" + "|---" * (len(cells) + 1) + "|")
+        for s in dict.fromkeys(m.index.get_level_values("scorer")):
+            print(f"| {s} | " + " | ".join(f"{m.loc[(s, c), 'mean']:.3f} ± {m.loc[(s, c), 'half']:.3f} "
+                                           f"(n={m.loc[(s, c), 'n']})" for c in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -58,3 +59,39 @@ def test_bench_peers_runs_its_rows_in_child_processes(tmp_path):
         rec = json.loads((results / f"sms_spam__lora__{row}.json").read_text())
         assert rec["row"] == row and len(rec["scores"]["self"]) == rec["n_train"] > 0
     assert "| exact_last |" in r.stdout and "| loss |" in r.stdout  # the table is printed from them
+
+
+def test_bench_detectors_keeps_each_cells_scores_and_judges_a_rank_mean_from_them(tmp_path):
+    """One cell at the tiny size: the per-example scores are saved beside the metrics, a second run finds nothing
+    left to do, and ``combine`` agrees with a rank mean computed here from the saved scores."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    from gbair_nb.metrics import detection_metrics
+
+    spec = importlib.util.spec_from_file_location("bench_detectors", ROOT / "benchmarks" / "bench_detectors.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = tmp_path / "detectors"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_detectors.py"), "--quick", "--backbone", "tiny",
+           "--datasets", "sms_spam", "--modes", "uniform", "--seeds", "0", "--scorers", "loss,probe",
+           "--results", str(results)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    out = results / "sms_spam__uniform__seed0.json"
+    saved = np.load(bench.scores_path(out))
+    rec = json.loads(out.read_text())
+    truth = saved["is_corrupted"]
+    assert truth.sum() == rec["n_corrupted"] > 0
+    for name in ("loss", "probe"):  # the saved scores are the ones the metrics were computed from
+        m = detection_metrics(saved[f"score:{name}"], truth, k=rec["k"])
+        assert m["auprc"] == pytest.approx(rec["scorers"][name]["auprc"])
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert again.returncode == 0 and "…" not in again.stdout  # resumed: no cell rescored
+
+    rows = bench.combine(results, ["loss", "probe"]).set_index("scorer")
+    ranks = [(rankdata(saved[f"score:{n}"]) - 1) / (len(truth) - 1) for n in ("loss", "probe")]
+    oracle = detection_metrics((ranks[0] + ranks[1]) / 2, truth, k=rec["k"])
+    assert rows.loc["loss+probe", "auprc"] == pytest.approx(oracle["auprc"])
+    assert rows.loc["loss", "auprc"] == pytest.approx(rec["scorers"]["loss"]["auprc"])
+    assert bench.combine(results, ["loss", "cleanlab"]).empty  # cleanlab's scores were never saved
