@@ -34,7 +34,7 @@ from .scenarios import Scenario
 from .scorers import OPTIONAL_SCORERS, SCORERS, Scorer, ScoreContext, rerank
 from .train import Run, TrainConfig, train
 
-__all__ = ["FIXERS", "gbair", "compare_detectors", "train_clean_reference", "check_fix", "pick"]
+__all__ = ["FIXERS", "gbair", "compare_detectors", "DetectorScores", "train_clean_reference", "check_fix", "pick"]
 
 
 # ---------------------------------------------------------------------------------------------------- fixers
@@ -170,6 +170,20 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
 
 
 # ------------------------------------------------------------------------------------------ detection metrics
+class DetectorScores(dict):
+    """Scorer name → (n,) scores: what ``compare_detectors(...).attrs["scores"]`` holds.
+
+    A dict that compares by identity. pandas carries ``attrs`` through operations and, when it combines frames
+    (``pd.concat``), asks whether their ``attrs`` are equal; for two plain dicts of arrays under the same keys that
+    question has no single answer ("the truth value of an array ... is ambiguous"), and the concat fails. Two
+    different detector runs are simply not equal, so their combination keeps no scores.
+    """
+
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = None
+
+
 def compare_detectors(scenario: Scenario, *, scorers: Sequence[str] | None = None, config: TrainConfig | None = None,
                       k: int | None = None, seed: int = 0, options: dict | None = None, run: Run | None = None,
                       registry: Mapping[str, Scorer] = SCORERS, compute: Compute = LOCAL,
@@ -177,14 +191,14 @@ def compare_detectors(scenario: Scenario, *, scorers: Sequence[str] | None = Non
     """Round-1 detection metrics of every scorer on the same corrupted data and the same trained model.
 
     Returns a DataFrame (one row per scorer) with AUROC, AUPRC, recall at k% inspected, precision@k — and keeps the
-    raw scores in ``df.attrs["scores"]`` for plots.
+    raw scores in ``df.attrs["scores"]`` (a :class:`DetectorScores`) for plots.
     """
     config = config or TrainConfig.default(seed=seed)
     train_ds = scenario.train
     run = run or train(train_ds, config=config, step=compute.step, verbose=verbose)
     ctx = ScoreContext(run, train_ds, scenario.splits.val, config, seed=seed, options=dict(options or {}),
                        compute=compute)
-    rows, raw = [], {}
+    rows, raw = [], DetectorScores()
     if scorers is None:  # every registered scorer that needs nothing optional ("gbair" is one of the variants)
         scorers = [s for s in registry if s not in OPTIONAL_SCORERS and s != "gbair"]
     for name in tqdm(list(scorers), desc="scorers", disable=not verbose, leave=False):

@@ -204,3 +204,29 @@ def test_make_scenario_class_conditional_default():
 
     default = make_scenario(**SCENARIOS["sms_spam"], seed=0)  # the main job's: 70% of the spam labelled ham
     assert default.corruption.n_corrupted == round(0.7 * 53) == 37
+
+
+def test_two_detector_tables_with_the_same_scorers_can_be_combined():
+    """Notebook 05 (full mode) puts two scenarios' tables side by side with ``pd.concat``. With the raw scores kept
+    in ``attrs`` as a plain dict of arrays under the same keys, pandas' attrs check raised "truth value of an array
+    ... is ambiguous"; quick mode never saw it because its two tables had different scorers."""
+    import pandas as pd
+
+    from gbair_nb.recovery import DetectorScores, compare_detectors
+
+    with pytest.raises(ValueError, match="ambiguous"):  # what a plain dict does: the bug this guards against
+        a, b = pd.DataFrame({"x": [1]}), pd.DataFrame({"x": [2]})
+        a.attrs["scores"], b.attrs["scores"] = {"loss": np.zeros(3)}, {"loss": np.ones(3)}
+        pd.concat({"a": a, "b": b}, axis=1)
+    scorers = ["loss", "random"]
+    tables = [compare_detectors(toy_scenario(seed=s), scorers=scorers, config=TINY, seed=s, verbose=False)
+              for s in (0, 1)]
+    assert all(isinstance(t.attrs["scores"], DetectorScores) for t in tables)
+    both = pd.concat({f"seed {s}": t.set_index("scorer")[["auroc", "precision@k"]] for s, t in enumerate(tables)},
+                     axis=1)
+    assert both.shape == (2, 4) and list(both.index) == scorers
+    assert both[("seed 1", "auroc")].tolist() == tables[1]["auroc"].tolist()
+    assert "scores" not in both.attrs  # two runs' scores are not one table's
+    s0 = tables[0].attrs["scores"]  # still a mapping of arrays the plots can read
+    assert set(s0) == set(scorers) and all(len(v) == len(toy_scenario().train) for v in s0.values())
+    assert s0 == s0 and s0 != DetectorScores(s0)  # identity, not content
