@@ -113,7 +113,10 @@ def save_scores(path: Path, scores: dict[str, np.ndarray], truth: np.ndarray) ->
     be the one saved before (same cell, same seed)."""
     from gbair_nb.files import atomic_path
 
-    old = dict(np.load(path)) if path.exists() else {}
+    old = {}
+    if path.exists():
+        with np.load(path) as z:
+            old = dict(z)
     truth = np.asarray(truth, dtype=bool)
     if "is_corrupted" in old and not np.array_equal(old["is_corrupted"], truth):
         raise SystemExit(f"{path.name}: the truth mask differs from the one saved before; delete it and rerun")
@@ -128,23 +131,28 @@ def combine(results: Path, names: list[str]) -> "pd.DataFrame":
     of them alone, on every (cell, seed) whose saved scores hold all of them: one row per (cell, seed, scorer)."""
     import pandas as pd
 
+    from gbair_nb.loop import default_k
     from gbair_nb.metrics import detection_metrics, percentile_ranks
 
     rows = []
     for f in sorted((results / "scores").glob("*.npz")):
-        z = np.load(f)
-        if not all(f"score:{n}" in z for n in names):
-            continue
-        truth = z["is_corrupted"]
-        k = max(1, round(0.04 * len(truth)))
+        with np.load(f) as z:
+            if not all(f"score:{n}" in z for n in names):
+                continue
+            truth, runs = z["is_corrupted"], {n: z[f"score:{n}"] for n in names}
+        k = default_k(len(truth))  # the budget run_cell scored precision@k with
         dataset, mode, seed = f.stem.split("__")
-        runs = {n: z[f"score:{n}"] for n in names}
-        runs["+".join(names)] = np.mean([percentile_ranks(z[f"score:{n}"]) for n in names], axis=0)
+        runs["+".join(names)] = np.mean([percentile_ranks(runs[n]) for n in names], axis=0)
         for name, s in runs.items():
             m = detection_metrics(s, truth, k=k, inspect=(0.1,))
             rows.append({"dataset": dataset, "mode": mode, "seed": int(seed.removeprefix("seed")), "scorer": name,
                          **m})
     return pd.DataFrame(rows)
+
+
+def mean_pm(row) -> str:
+    """A :func:`gbair_nb.report.detector_matrix` row as "mean ± half-width"; one seed has no interval to show."""
+    return f"{row['mean']:.3f}" + (f" ± {row['half']:.3f}" if row["n"] > 1 else "")
 
 
 def summary(results: Path) -> str:
@@ -170,8 +178,7 @@ def summary(results: Path) -> str:
                 if key not in m.index:
                     cols.append("–")
                     continue
-                r = m.loc[key]
-                cols.append(f"{r['mean']:.3f}" + (f" ± {r['half']:.3f}" if r["n"] > 1 else ""))
+                cols.append(mean_pm(m.loc[key]))
             lines.append(f"| {s} | " + " | ".join(cols) + " |")
     return "\n".join(lines)
 
@@ -203,7 +210,10 @@ def main() -> None:
                     out = args.results / f"{dataset}__{mode}__seed{seed}.json"
                     todo = scorers
                     if out.exists():  # resume: only the scorers this cell has no metrics or no saved scores of
-                        saved = np.load(scores_path(out)).files if scores_path(out).exists() else []
+                        saved = []
+                        if scores_path(out).exists():
+                            with np.load(scores_path(out)) as z:
+                                saved = z.files
                         done = json.loads(out.read_text())["scorers"]
                         todo = [s for s in scorers if s not in done or f"score:{s}" not in saved]
                         if not todo:
@@ -225,8 +235,8 @@ def main() -> None:
         print(f"\n**{combo}**: average precision, mean ± 95% CI over the seeds with saved scores (n)\n")
         print("| scorer | " + " | ".join(cells) + " |\n" + "|---" * (len(cells) + 1) + "|")
         for s in dict.fromkeys(m.index.get_level_values("scorer")):
-            print(f"| {s} | " + " | ".join(f"{m.loc[(s, c), 'mean']:.3f} ± {m.loc[(s, c), 'half']:.3f} "
-                                           f"(n={m.loc[(s, c), 'n']})" for c in cells) + " |")
+            print(f"| {s} | " + " | ".join(f"{mean_pm(m.loc[(s, c)])} (n={m.loc[(s, c), 'n']})" for c in cells)
+                  + " |")
 
 
 if __name__ == "__main__":
