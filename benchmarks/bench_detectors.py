@@ -19,6 +19,7 @@ logistic-regression model finds most likely among the wrong ones, out-of-fold: f
     python benchmarks/bench_detectors.py --datasets sms_spam --modes uniform --seeds 0
     python benchmarks/bench_detectors.py --summary-only
     python benchmarks/bench_detectors.py --summary-only --combine gbair_balanced_unit+probe
+    python benchmarks/bench_detectors.py --summary-only --budget gbair_balanced_unit,probe   # how k should scale
 """
 from __future__ import annotations
 
@@ -150,6 +151,62 @@ def combine(results: Path, names: list[str]) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
+BUDGET_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
+
+
+def budget(results: Path, scorers: list[str], fractions=BUDGET_FRACTIONS) -> "pd.DataFrame":
+    """How large can one round's budget k be before its batch turns imprecise? Measured on the saved round-1 scores.
+
+    The trusted probe's p_wrong summed over the training set estimates how many labels are wrong (n̂, no truth
+    needed). For each saved (cell, seed), each scorer in ``scorers`` and each fraction f, k = max(1, round(f · n̂))
+    and the row holds the precision of that scorer's top k against the truth mask. One row per (cell, seed,
+    scorer, fraction), with n̂, the true number of wrong labels and the default budget's own fraction k₄%/n̂."""
+    import pandas as pd
+
+    from gbair_nb.loop import default_k
+
+    rows = []
+    for f in sorted((results / "scores").glob("*.npz")):
+        with np.load(f) as z:
+            if "score:probe" not in z or not all(f"score:{n}" in z for n in scorers):
+                continue
+            truth, n_hat = z["is_corrupted"].astype(bool), float(z["score:probe"].sum())
+            runs = {n: z[f"score:{n}"] for n in scorers}
+        dataset, mode, seed = f.stem.split("__")
+        for name, s in runs.items():
+            order = np.argsort(-s, kind="stable")  # detection_metrics' order: ties keep the data's order
+            for frac in fractions:
+                k = max(1, int(round(frac * n_hat)))
+                rows.append({"dataset": dataset, "mode": mode, "seed": int(seed.removeprefix("seed")),
+                             "scorer": name, "fraction": frac, "k": k, "precision": float(truth[order[:k]].mean()),
+                             "n_hat": n_hat, "n_wrong": int(truth.sum()),
+                             "default_fraction": default_k(len(truth)) / n_hat})
+    return pd.DataFrame(rows)
+
+
+def budget_table(rows: "pd.DataFrame") -> str:
+    """Markdown: per cell, the probe's estimate n̂ against the truth, then each scorer's batch precision at
+    k = f · n̂ (mean ± 95% CI over seeds; one seed shows no ±)."""
+    from gbair_nb.metrics import mean_ci
+
+    def pm(values, fmt="{:.2f}"):
+        m, h, n = mean_ci(values)
+        return fmt.format(m) + (f" ± {fmt.format(h)}" if n > 1 else "")
+
+    fracs = sorted(rows["fraction"].unique())
+    lines = ["| cell | seeds | wrong labels (n̂ by the probe) | default k / n̂ | scorer | "
+             + " | ".join(f"k = {f:g} n̂" for f in fracs) + " |", "|---" * (5 + len(fracs)) + "|"]
+    cells = rows.groupby(["dataset", "mode"], sort=False)
+    for (dataset, mode), g in sorted(cells, key=lambda c: (c[0][0], list(MODES).index(c[0][1]))):
+        one = g.drop_duplicates("seed")
+        head = [f"{dataset} {mode}", ", ".join(map(str, sorted(one["seed"]))),
+                f"{pm(one['n_wrong'], '{:.0f}')} ({pm(one['n_hat'], '{:.0f}')})", pm(one["default_fraction"])]
+        for i, (scorer, gs) in enumerate(g.groupby("scorer", sort=False)):
+            cols = [pm(gs[gs["fraction"] == f]["precision"]) for f in fracs]
+            lines.append("| " + " | ".join((head if i == 0 else [""] * 4) + [scorer] + cols) + " |")
+    return "\n".join(lines)
+
+
 def mean_pm(row) -> str:
     """A :func:`gbair_nb.report.detector_matrix` row as "mean ± half-width"; one seed has no interval to show."""
     return f"{row['mean']:.3f}" + (f" ± {row['half']:.3f}" if row["n"] > 1 else "")
@@ -195,6 +252,9 @@ def main() -> None:
     ap.add_argument("--backbone", default="minilm", help="minilm (default); tiny for a smoke test")
     ap.add_argument("--combine", action="append", default=[], metavar="A+B",
                     help="also judge the rank-mean of these scorers from the saved scores (repeatable)")
+    ap.add_argument("--budget", default=None, metavar="A,B",
+                    help="from the saved scores: each scorer's batch precision as k grows against the probe's "
+                         "estimate of how many labels are wrong")
     args = ap.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
@@ -222,6 +282,9 @@ def main() -> None:
                     t0 = time.perf_counter()
                     run_cell(dataset, mode, seed, todo, out, quick=args.quick, backbone=args.backbone)
                     print(f"{out.name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.budget:
+        print(budget_table(budget(args.results, args.budget.split(","))))
+        return
     print(summary(args.results))
     for combo in args.combine:
         from gbair_nb.report import detector_matrix

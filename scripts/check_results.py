@@ -21,6 +21,7 @@ Kinds:
     recovery-summary SCENARIO    the scenario's section of ``benchmarks/bench_recovery.py --summary-only``
     methods FILE [FILE …]        the PET-methods table; a later file fills the columns an earlier one left empty
     detectors [METRIC]           bench_detectors' scorer × cell matrix (default auprc), mean ± 95% CI over seeds
+    budget SCORER [SCORER …]     bench_detectors' batch precision as k grows against the probe's n̂ (saved scores)
     loops NAME                   a saved ``recover`` report (results/loops/NAME.json): the default's loops per scorer
     fixers                       bench_fixers' table: every fixer on the same round-0 model, mean ± 95% CI over seeds
     peers DIR [goals]            bench_peers' tables (#### per scenario and method) from results/DIR, and its goals
@@ -243,6 +244,18 @@ def fixers_table(results: Path) -> str:
     return _bench("bench_fixers").summary(results / "fixers")
 
 
+def budget_table(results: Path, *scorers: str) -> str:
+    """``benchmarks/bench_detectors.py --summary-only --budget A,B``: each scorer's round-1 batch precision at
+    k = f · n̂ (n̂: the trusted probe's estimate of how many labels are wrong), from the saved per-example scores."""
+    if not scorers:
+        raise CheckError("budget: name at least one scorer")
+    bench = _bench("bench_detectors")
+    rows = bench.budget(results / "detectors", list(scorers))
+    if not len(rows):
+        raise CheckError(f"no saved detector scores of {', '.join(scorers)} and the probe in {results / 'detectors'}")
+    return bench.budget_table(rows)
+
+
 def peers_table(results: Path, where: str = "peers", *extra: str) -> str:
     """``benchmarks/bench_peers.py --table-only``: one table per (scenario, method) of ``results/where`` (``peers``
     for the full size, ``peers/quick``), at heading level 4; with ``goals``, the issue's goals after them."""
@@ -320,6 +333,7 @@ def rendered_table(results: Path, mode: str = "full", timings: str = "docs/rende
 KINDS: dict[str, Callable[..., str]] = {
     "detectors": detectors_table,
     "fixers": fixers_table,
+    "budget": budget_table,
     "peers": peers_table,
     "rendered": rendered_table,
     "loops": loops_table,

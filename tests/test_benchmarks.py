@@ -63,7 +63,8 @@ def test_bench_peers_runs_its_rows_in_child_processes(tmp_path):
 
 def test_bench_detectors_keeps_each_cells_scores_and_judges_a_rank_mean_from_them(tmp_path):
     """One cell at the tiny size: the per-example scores are saved beside the metrics, a second run finds nothing
-    left to do, and ``combine`` agrees with a rank mean computed here from the saved scores."""
+    left to do, ``combine`` agrees with a rank mean computed here from the saved scores, and ``budget`` with a
+    loop over the top k."""
     import numpy as np
     from scipy.stats import rankdata
 
@@ -95,3 +96,13 @@ def test_bench_detectors_keeps_each_cells_scores_and_judges_a_rank_mean_from_the
     assert rows.loc["loss+probe", "auprc"] == pytest.approx(oracle["auprc"])
     assert rows.loc["loss", "auprc"] == pytest.approx(rec["scorers"]["loss"]["auprc"])
     assert bench.combine(results, ["loss", "cleanlab"]).empty  # cleanlab's scores were never saved
+
+    # --budget: the loss's batch precision at k = f · n̂, n̂ the probe's summed p_wrong (a loop over the top k here)
+    grown = bench.budget(results, ["loss"], fractions=(0.5, 1.0)).set_index("fraction")
+    n_hat = saved["score:probe"].sum()
+    order = sorted(range(len(truth)), key=lambda i: -saved["score:loss"][i])  # sorted() is stable, as argsort's
+    for f in (0.5, 1.0):
+        k = max(1, int(round(f * n_hat)))
+        assert grown.loc[f, "k"] == k and grown.loc[f, "n_hat"] == pytest.approx(n_hat)
+        assert grown.loc[f, "precision"] == pytest.approx(sum(truth[i] for i in order[:k]) / k)
+    assert "| sms_spam uniform | 0 |" in bench.budget_table(grown.reset_index())
