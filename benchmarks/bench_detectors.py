@@ -127,6 +127,23 @@ def save_scores(path: Path, scores: dict[str, np.ndarray], truth: np.ndarray) ->
         np.savez_compressed(f, **arrays)
 
 
+def _cell_key(dataset: str, mode: str) -> tuple:
+    """Sort key of a cell: by dataset, then in MODES' order (the tables' column and row order)."""
+    return dataset, list(MODES).index(mode)
+
+
+def _saved_scores(results: Path, names: list[str]):
+    """Yield (dataset, mode, seed, truth mask, {name: scores}) for every saved (cell, seed) that holds all of
+    ``names``, read from ``results/scores/*.npz``."""
+    for f in sorted((results / "scores").glob("*.npz")):
+        with np.load(f) as z:
+            if not all(f"score:{n}" in z for n in names):
+                continue
+            truth, runs = z["is_corrupted"].astype(bool), {n: z[f"score:{n}"] for n in names}
+        dataset, mode, seed = f.stem.split("__")
+        yield dataset, mode, int(seed.removeprefix("seed")), truth, runs
+
+
 def combine(results: Path, names: list[str]) -> "pd.DataFrame":
     """Round-1 detection of the rank-mean combination of ``names`` (mean percentile rank, no weights) and of each
     of them alone, on every (cell, seed) whose saved scores hold all of them: one row per (cell, seed, scorer)."""
@@ -136,18 +153,12 @@ def combine(results: Path, names: list[str]) -> "pd.DataFrame":
     from gbair_nb.metrics import detection_metrics, percentile_ranks
 
     rows = []
-    for f in sorted((results / "scores").glob("*.npz")):
-        with np.load(f) as z:
-            if not all(f"score:{n}" in z for n in names):
-                continue
-            truth, runs = z["is_corrupted"], {n: z[f"score:{n}"] for n in names}
+    for dataset, mode, seed, truth, runs in _saved_scores(results, names):
         k = default_k(len(truth))  # the budget run_cell scored precision@k with
-        dataset, mode, seed = f.stem.split("__")
         runs["+".join(names)] = np.mean([percentile_ranks(runs[n]) for n in names], axis=0)
         for name, s in runs.items():
             m = detection_metrics(s, truth, k=k, inspect=(0.1,))
-            rows.append({"dataset": dataset, "mode": mode, "seed": int(seed.removeprefix("seed")), "scorer": name,
-                         **m})
+            rows.append({"dataset": dataset, "mode": mode, "seed": seed, "scorer": name, **m})
     return pd.DataFrame(rows)
 
 
@@ -164,22 +175,17 @@ def budget(results: Path, scorers: list[str], fractions=BUDGET_FRACTIONS) -> "pd
     import pandas as pd
 
     from gbair_nb.loop import default_k
+    from gbair_nb.metrics import detection_metrics
 
     rows = []
-    for f in sorted((results / "scores").glob("*.npz")):
-        with np.load(f) as z:
-            if "score:probe" not in z or not all(f"score:{n}" in z for n in scorers):
-                continue
-            truth, n_hat = z["is_corrupted"].astype(bool), float(z["score:probe"].sum())
-            runs = {n: z[f"score:{n}"] for n in scorers}
-        dataset, mode, seed = f.stem.split("__")
-        for name, s in runs.items():
-            order = np.argsort(-s, kind="stable")  # detection_metrics' order: ties keep the data's order
+    for dataset, mode, seed, truth, runs in _saved_scores(results, list(dict.fromkeys([*scorers, "probe"]))):
+        n_hat = float(runs["probe"].sum())
+        for name in scorers:
             for frac in fractions:
                 k = max(1, int(round(frac * n_hat)))
-                rows.append({"dataset": dataset, "mode": mode, "seed": int(seed.removeprefix("seed")),
-                             "scorer": name, "fraction": frac, "k": k, "precision": float(truth[order[:k]].mean()),
-                             "n_hat": n_hat, "n_wrong": int(truth.sum()),
+                precision = detection_metrics(runs[name], truth, k=k, inspect=())["precision@k"]
+                rows.append({"dataset": dataset, "mode": mode, "seed": seed, "scorer": name, "fraction": frac,
+                             "k": k, "precision": precision, "n_hat": n_hat, "n_wrong": int(truth.sum()),
                              "default_fraction": default_k(len(truth)) / n_hat})
     return pd.DataFrame(rows)
 
@@ -197,7 +203,7 @@ def budget_table(rows: "pd.DataFrame") -> str:
     lines = ["| cell | seeds | wrong labels (n̂ by the probe) | default k / n̂ | scorer | "
              + " | ".join(f"k = {f:g} n̂" for f in fracs) + " |", "|---" * (5 + len(fracs)) + "|"]
     cells = rows.groupby(["dataset", "mode"], sort=False)
-    for (dataset, mode), g in sorted(cells, key=lambda c: (c[0][0], list(MODES).index(c[0][1]))):
+    for (dataset, mode), g in sorted(cells, key=lambda c: _cell_key(*c[0])):
         one = g.drop_duplicates("seed")
         head = [f"{dataset} {mode}", ", ".join(map(str, sorted(one["seed"]))),
                 f"{pm(one['n_wrong'], '{:.0f}')} ({pm(one['n_hat'], '{:.0f}')})", pm(one["default_fraction"])]
@@ -219,7 +225,7 @@ def summary(results: Path) -> str:
 
     rows = detector_results(results)
     cells = sorted({(d, m) for d, m in zip(rows["dataset"], rows["mode"])},
-                   key=lambda c: (c[0], list(MODES).index(c[1])))
+                   key=lambda c: _cell_key(*c))
     seeds = rows.groupby(["dataset", "mode"])["seed"].nunique()
     scorers = list(dict.fromkeys(rows["scorer"]))
     lines = []
