@@ -187,6 +187,20 @@ class StoppingRule:
             return "no validation mistakes"
         return None
 
+    def replay(self, records: list[RoundRecord]) -> tuple[int, str] | None:
+        """Where this rule would have stopped the loop that produced ``records``: (the last round it trains, why),
+        or None if it would go on past the last record.
+
+        The loop is deterministic at a fixed seed, so the records of a run saved under one rule are also the first
+        rounds of a run under another: replaying a smaller ``patience`` over them shows what it would have kept
+        without training anything. (The precision gate is not replayed: it acts on a batch, not on a record.)
+        """
+        for r in range(len(records)):
+            why = self.decide(records[:r + 1])
+            if why is not None:
+                return records[r].round, why
+        return None
+
 
 @dataclass
 class Flagged:

@@ -23,6 +23,7 @@ Kinds:
     detectors [METRIC]           bench_detectors' scorer × cell matrix (default auprc), mean ± 95% CI over seeds
     budget SCORER [SCORER …]     bench_detectors' batch precision as k grows against the probe's n̂ (saved scores)
     loops NAME                   a saved ``recover`` report (results/loops/NAME.json): the default's loops per scorer
+    patience NAME [NAME …]       those loops replayed with patience 1 beside the patience they ran with
     fixers                       bench_fixers' table: every fixer on the same round-0 model, mean ± 95% CI over seeds
     peers DIR [goals]            bench_peers' tables (#### per scenario and method) from results/DIR, and its goals
     reading                      what each session asks a student to read and do, counted from the notebooks
@@ -43,7 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from gbair_nb.metrics import kept_round, mean_ci  # noqa: E402  (light: numpy only; the report module loads torch)
+from gbair_nb.metrics import kept_round, mean_ci, replayed_round  # noqa: E402  (light: numpy only; the report module loads torch)
 
 DEFAULT_FILES = ("README.md", "docs/benchmarks.md", "docs/course.md")
 OPEN = re.compile(r"^<!-- results: (?P<spec>[^>]*?) -->$")
@@ -237,6 +238,43 @@ def loops_table(results: Path, name: str) -> str:
     return "\n".join(lines)
 
 
+def patience_table(results: Path, *names: str) -> str:
+    """The saved loops ``results/loops/NAME.json`` (run with patience ≥ 2) replayed with patience 1 (no training:
+    :func:`gbair_nb.metrics.replayed_round`): per loops file and scorer, the kept round of each seed under both, and
+    the kept round's test macro-F1 and wrong labels, mean ± 95% half-width over seeds. A seed where patience 1
+    keeps an earlier round stopped on a validation dip that a later round made up."""
+    if not names:
+        raise CheckError("patience: name at least one saved loops file (results/loops/NAME.json)")
+
+    def cell(values, digits):
+        mean, half, n = mean_ci(values)
+        return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if n > 1 else "")
+
+    lines = ["| loops | scorer | seeds | rounds trained | kept round: patience 1 → saved | "
+             "kept test macro-F1: patience 1 / saved | wrong labels: patience 1 / saved | stopped by a dip |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        rep = _load(results / "loops" / f"{name}.json")
+        reports = rep.get("per_seed") or [rep]
+        for scorer in reports[0]["scorers"]:
+            res = [r["scorers"][scorer] for r in reports]
+            saved = {q["options"]["patience"] for q in res}
+            if saved == {1}:
+                raise CheckError(f"patience: {name} ran with patience 1; there is nothing to replay")
+            short, kept = [replayed_round(q, 1) for q in res], [kept_round(q) for q in res]
+            dips = sum(a["round"] < b["round"] for a, b in zip(short, kept))
+            lines.append("| " + " | ".join([
+                f"{name} (patience {', '.join(map(str, sorted(saved)))})", scorer,
+                ", ".join(str(r["seed"]) for r in reports),
+                ", ".join(str(len(q["rounds"]) - 1) for q in res),
+                ", ".join(str(a["round"]) for a in short) + " → " + ", ".join(str(b["round"]) for b in kept),
+                cell([a["test_macro_f1"] for a in short], 3) + " / " + cell([b["test_macro_f1"] for b in kept], 3),
+                cell([a["wrong_labels_remaining"] for a in short], 1) + " / "
+                + cell([b["wrong_labels_remaining"] for b in kept], 1),
+                f"{dips} of {len(res)}"]) + " |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------- fixers compared
 def fixers_table(results: Path) -> str:
     """``benchmarks/bench_fixers.py --summary-only``: per fixer, mean ± 95% half-width over seeds of the recovered
@@ -337,6 +375,7 @@ KINDS: dict[str, Callable[..., str]] = {
     "peers": peers_table,
     "rendered": rendered_table,
     "loops": loops_table,
+    "patience": patience_table,
     "reading": reading_table,
     "recovery-table": recovery_table,
     "recovery-summary": recovery_summary,

@@ -40,6 +40,14 @@ def test_patience_bound_is_reached_and_the_best_round_is_kept(patience, expected
     assert run_rule(StoppingRule(patience=patience, rounds=5), val_f1) == expected
 
 
+@pytest.mark.parametrize("patience", [1, 2, 3])
+@pytest.mark.parametrize("val_f1", [[0.50, 0.70, 0.69, 0.68, 0.71, 0.72], [0.5, 0.6, 0.7, 0.8], [0.5, 0.4]])
+def test_replay_stops_where_the_loop_fed_one_round_at_a_time_stops(patience, val_f1):
+    rule = StoppingRule(patience=patience, rounds=10)  # 10 rounds: the records end before the bound
+    stop, why, kept = run_rule(rule, val_f1)
+    assert rule.replay(records(val_f1)) == ((stop, why) if why is not None else None)
+
+
 def test_kept_round_is_by_validation_never_by_test():
     recs = records([0.5, 0.8, 0.7])
     for r, test in zip(recs, [0.4, 0.6, 0.9]):  # test F1 best in round 2: must not matter
@@ -188,3 +196,27 @@ def test_gbair_stops_before_a_batch_the_probe_distrusts():
     free = gbair(sc, scorer="loss", k=4, rounds=1, config=TINY, clean=False, min_precision=0.0, verbose=False)
     est = free.rounds[1].estimated_precision
     assert est is not None and 0.0 <= est <= 1.0 and free.options["min_precision"] == 0.0
+
+
+def test_a_smaller_patience_replayed_over_a_saved_loop_keeps_what_that_loop_keeps():
+    """The premise of replaying a saved run: at a fixed seed the patience-1 loop trains exactly the first rounds of
+    the patience-3 loop, so ``replayed_round`` over the saved patience-3 result finds patience 1's kept round."""
+    from gbair_nb.metrics import kept_round, replayed_round
+    from gbair_nb.recovery import gbair
+    from test_recovery import TINY, toy_scenario
+
+    sc = toy_scenario()
+    runs = {p: gbair(sc, scorer="random", k=4, rounds=3, config=TINY, clean=False, patience=p, verbose=False)
+            for p in (1, 3)}
+    short, long = runs[1].summary(), runs[3].summary()
+    assert len(long["rounds"]) == 4, "the patience-3 loop should train every round"
+    prefix = [(r["val_macro_f1"], r["wrong_labels_remaining"]) for r in long["rounds"][:len(short["rounds"])]]
+    assert prefix == [(r["val_macro_f1"], r["wrong_labels_remaining"]) for r in short["rounds"]]
+    def what(r):  # a round's outcome (its seconds differ between the two runs)
+        return r["round"], r["val_macro_f1"], r["test_macro_f1"], r["wrong_labels_remaining"]
+
+    assert what(replayed_round(long, 1)) == what(kept_round(short))
+    assert replayed_round(long, 3) == kept_round(long)
+    # on this toy the dip is real: round 1 gains nothing, round 2 does; patience 1 stops and keeps round 0
+    assert short["stopped_because"] == "no validation gain" and short["final_round"] < long["final_round"]
+    assert replayed_round(short, 3) is None  # what patience 3 does after round 1 was never trained

@@ -88,3 +88,20 @@ def test_bad_markers_are_one_line_errors(tmp_path):
     r = check(md)
     assert r.returncode == 2 and "the only option after the folder is 'goals'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_replaying_each_saved_minilm_loop_with_its_own_patience_keeps_the_round_it_kept():
+    """The patience table replays saved loops (MiniLM, full sizes) instead of training them again. With the patience
+    a loop ran under, the replay must land on the round that loop kept, for every scorer and seed saved."""
+    from gbair_nb.metrics import kept_round, replayed_round
+
+    files = sorted((ROOT / "benchmarks" / "results" / "loops").glob("*.json"))
+    assert files, "no saved loops in benchmarks/results/loops"
+    n = 0
+    for path in files:
+        rep = json.loads(path.read_text())
+        for seed_report in rep.get("per_seed") or [rep]:
+            for name, res in seed_report["scorers"].items():
+                assert replayed_round(res, res["options"]["patience"]) == kept_round(res), (path.name, name)
+                n += 1
+    assert n >= 18
