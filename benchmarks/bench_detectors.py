@@ -288,10 +288,8 @@ def main() -> None:
                     t0 = time.perf_counter()
                     run_cell(dataset, mode, seed, todo, out, quick=args.quick, backbone=args.backbone)
                     print(f"{out.name}: {time.perf_counter() - t0:.0f} s", flush=True)
-    if args.budget:
-        print(budget_table(budget(args.results, args.budget.split(","))))
-        return
-    print(summary(args.results))
+    # --budget prints its table in place of the summary; --combine adds its tables after either
+    print(budget_table(budget(args.results, args.budget.split(","))) if args.budget else summary(args.results))
     for combo in args.combine:
         from gbair_nb.report import detector_matrix
 
