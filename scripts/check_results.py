@@ -241,8 +241,9 @@ def loops_table(results: Path, name: str) -> str:
 def patience_table(results: Path, *names: str) -> str:
     """The saved loops ``results/loops/NAME.json`` (run with patience ≥ 2) replayed with patience 1 (no training:
     :func:`gbair_nb.metrics.replayed_round`): per loops file and scorer, the kept round of each seed under both, and
-    the kept round's test macro-F1 and wrong labels, mean ± 95% half-width over seeds. A seed where patience 1
-    keeps an earlier round stopped on a validation dip that a later round made up."""
+    the kept round's test macro-F1 and wrong labels, mean ± 95% half-width over seeds, beside the last round the
+    saved loop trained (what a rule that kept every applied batch would hand back). A seed where patience 1 keeps
+    an earlier round stopped on a validation dip that a later round made up."""
     if not names:
         raise CheckError("patience: name at least one saved loops file (results/loops/NAME.json)")
 
@@ -251,8 +252,8 @@ def patience_table(results: Path, *names: str) -> str:
         return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if n > 1 else "")
 
     lines = ["| loops | scorer | seeds | rounds trained | kept round: patience 1 → saved | "
-             "kept test macro-F1: patience 1 / saved | wrong labels: patience 1 / saved | stopped by a dip |",
-             "|---|---|---|---|---|---|---|---|"]
+             "test macro-F1: patience 1 / saved / last round | wrong labels: patience 1 / saved / last round | "
+             "stopped by a dip |", "|---|---|---|---|---|---|---|---|"]
     for name in names:
         rep = _load(results / "loops" / f"{name}.json")
         reports = rep.get("per_seed") or [rep]
@@ -261,16 +262,16 @@ def patience_table(results: Path, *names: str) -> str:
             saved = {q["options"]["patience"] for q in res}
             if saved == {1}:
                 raise CheckError(f"patience: {name} ran with patience 1; there is nothing to replay")
-            short, kept = [replayed_round(q, 1) for q in res], [kept_round(q) for q in res]
+            short, kept, last = [replayed_round(q, 1) for q in res], [kept_round(q) for q in res], \
+                [q["rounds"][-1] for q in res]
             dips = sum(a["round"] < b["round"] for a, b in zip(short, kept))
             lines.append("| " + " | ".join([
                 f"{name} (patience {', '.join(map(str, sorted(saved)))})", scorer,
                 ", ".join(str(r["seed"]) for r in reports),
                 ", ".join(str(len(q["rounds"]) - 1) for q in res),
                 ", ".join(str(a["round"]) for a in short) + " → " + ", ".join(str(b["round"]) for b in kept),
-                cell([a["test_macro_f1"] for a in short], 3) + " / " + cell([b["test_macro_f1"] for b in kept], 3),
-                cell([a["wrong_labels_remaining"] for a in short], 1) + " / "
-                + cell([b["wrong_labels_remaining"] for b in kept], 1),
+                " / ".join(cell([r["test_macro_f1"] for r in rs], 3) for rs in (short, kept, last)),
+                " / ".join(cell([r["wrong_labels_remaining"] for r in rs], 1) for rs in (short, kept, last)),
                 f"{dips} of {len(res)}"]) + " |")
     return "\n".join(lines)
 
