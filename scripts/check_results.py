@@ -44,7 +44,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from gbair_nb.metrics import kept_round, mean_ci, replayed_round  # noqa: E402  (light: numpy only; the report module loads torch)
+# light: numpy only (the report module loads torch)
+from gbair_nb.metrics import kept_round, mean_ci, replayed_round  # noqa: E402
 
 DEFAULT_FILES = ("README.md", "docs/benchmarks.md", "docs/course.md")
 OPEN = re.compile(r"^<!-- results: (?P<spec>[^>]*?) -->$")
@@ -206,6 +207,14 @@ def detectors_table(results: Path, metric: str = "auprc") -> str:
 
 
 # ------------------------------------------------------------------------------------ loops of the default
+def _mean_pm(values, digits: int) -> str:
+    """Mean ± 95% half-width of the values that are not None ("–" for none; no ± for one value: one seed)."""
+    mean, half, n = mean_ci([v for v in values if v is not None])
+    if n == 0:
+        return "–"
+    return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if n > 1 else "")
+
+
 def loops_table(results: Path, name: str) -> str:
     """The recovery loops of ``recover`` (its ``report.json``, one seed or ``--seeds``) saved as
     ``results/loops/NAME.json``: per scorer, mean ± 95% half-width over seeds (a value without ± is one seed) of the
@@ -213,13 +222,7 @@ def loops_table(results: Path, name: str) -> str:
     labels at round 0 and at the kept round; and, per seed, why the loop stopped."""
     rep = _load(results / "loops" / f"{name}.json")
     reports = rep.get("per_seed") or [rep]
-
-    def cell(values, digits):
-        mean, half, n = mean_ci([v for v in values if v is not None])
-        if n == 0:
-            return "–"
-        return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if n > 1 else "")
-
+    cell = _mean_pm
     lines = [f"seeds {[r['seed'] for r in reports]}; clean test macro-F1 "
              f"{cell([r['clean']['test_macro_f1'] for r in reports], 3)}, corrupted (round 0) "
              f"{cell([r['corrupted']['test_macro_f1'] for r in reports], 3)}", "",
@@ -246,11 +249,7 @@ def patience_table(results: Path, *names: str) -> str:
     an earlier round stopped on a validation dip that a later round made up."""
     if not names:
         raise CheckError("patience: name at least one saved loops file (results/loops/NAME.json)")
-
-    def cell(values, digits):
-        mean, half, n = mean_ci(values)
-        return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if n > 1 else "")
-
+    cell = _mean_pm
     lines = ["| loops | scorer | seeds | rounds trained | kept round: patience 1 → saved | "
              "test macro-F1: patience 1 / saved / last round | wrong labels: patience 1 / saved / last round | "
              "stopped by a dip |", "|---|---|---|---|---|---|---|---|"]

@@ -88,6 +88,9 @@ def test_bad_markers_are_one_line_errors(tmp_path):
     r = check(md)
     assert r.returncode == 2 and "the only option after the folder is 'goals'" in r.stderr
     assert "Traceback" not in r.stderr
+    md.write_text("<!-- results: patience -->\n<!-- /results -->\n")
+    r = check(md)
+    assert r.returncode == 2 and "name at least one saved loops file" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_replaying_each_saved_minilm_loop_with_its_own_patience_keeps_the_round_it_kept():
