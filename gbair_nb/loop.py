@@ -15,7 +15,7 @@ the scenario is used only to *report* (flagged precision, wrong labels left): no
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -200,6 +200,25 @@ class StoppingRule:
             if why is not None:
                 return records[r].round, why
         return None
+
+
+def replayed_round(result: dict, patience: int) -> dict | None:
+    """The record one scorer's saved loop (``report.json``'s ``scorers[name]``) would have kept under another
+    ``patience``, replayed from its saved rounds (:meth:`StoppingRule.replay`; no training).
+
+    A smaller patience stops at or before the saved run did, so its answer is always in the saved rounds. A larger
+    one needs rounds the saved run never trained when it stopped for lack of gain: then None (not known).
+    """
+    names = {f.name for f in fields(RoundRecord)}
+    records = [RoundRecord(**{k: v for k, v in r.items() if k in names}) for r in result["rounds"]]
+    options = result.get("options", {})
+    rule = StoppingRule(patience=patience, rounds=options.get("rounds", records[-1].round))
+    stop = rule.replay(records)
+    if stop is None and result["stopped_because"] == "no validation gain":
+        return None
+    last = len(records) if stop is None else 1 + next(i for i, r in enumerate(records) if r.round == stop[0])
+    kept = rule.kept_round(records[:last])
+    return next(r for r in result["rounds"] if r["round"] == kept)
 
 
 @dataclass

@@ -59,29 +59,6 @@ def kept_round(result: dict) -> dict:
     return next(r for r in result["rounds"] if r["round"] == result["final_round"])
 
 
-def replayed_round(result: dict, patience: int) -> dict | None:
-    """The record one scorer's saved loop (``report.json``'s ``scorers[name]``) would have kept under another
-    ``patience``, replayed from its saved rounds (:meth:`gbair_nb.loop.StoppingRule.replay`; no training).
-
-    A smaller patience stops at or before the saved run did, so its answer is always in the saved rounds. A larger
-    one needs rounds the saved run never trained when it stopped for lack of gain: then None (not known).
-    """
-    from dataclasses import fields
-
-    from .loop import RoundRecord, StoppingRule
-
-    names = {f.name for f in fields(RoundRecord)}
-    records = [RoundRecord(**{k: v for k, v in r.items() if k in names}) for r in result["rounds"]]
-    options = result.get("options", {})
-    rule = StoppingRule(patience=patience, rounds=options.get("rounds", records[-1].round))
-    stop = rule.replay(records)
-    if stop is None and result["stopped_because"] == "no validation gain":
-        return None
-    last = len(records) if stop is None else 1 + next(i for i, r in enumerate(records) if r.round == stop[0])
-    kept = rule.kept_round(records[:last])
-    return next(r for r in result["rounds"] if r["round"] == kept)
-
-
 def percentile_ranks(scores: Sequence[float] | np.ndarray) -> np.ndarray:
     """(n,) scores → their ranks scaled to [0, 1] (ties share their mean rank): 1 = the highest score (most
     suspect), 0 = the lowest. Scores on different scales become comparable (and can be averaged)."""

@@ -44,8 +44,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# light: numpy only (the report module loads torch)
-from gbair_nb.metrics import kept_round, mean_ci, replayed_round  # noqa: E402
+from gbair_nb.loop import replayed_round  # noqa: E402
+from gbair_nb.metrics import kept_round, mean_ci  # noqa: E402
 
 DEFAULT_FILES = ("README.md", "docs/benchmarks.md", "docs/course.md")
 OPEN = re.compile(r"^<!-- results: (?P<spec>[^>]*?) -->$")
@@ -243,7 +243,7 @@ def loops_table(results: Path, name: str) -> str:
 
 def patience_table(results: Path, *names: str) -> str:
     """The saved loops ``results/loops/NAME.json`` (run with patience ≥ 2) replayed with patience 1 (no training:
-    :func:`gbair_nb.metrics.replayed_round`): per loops file and scorer, the kept round of each seed under both, and
+    :func:`gbair_nb.loop.replayed_round`): per loops file and scorer, the kept round of each seed under both, and
     the kept round's test macro-F1 and wrong labels, mean ± 95% half-width over seeds, beside the last round the
     saved loop trained (what a rule that kept every applied batch would hand back). A seed where patience 1 keeps
     an earlier round stopped on a validation dip that a later round made up."""

@@ -201,7 +201,8 @@ def test_gbair_stops_before_a_batch_the_probe_distrusts():
 def test_a_smaller_patience_replayed_over_a_saved_loop_keeps_what_that_loop_keeps():
     """The premise of replaying a saved run: at a fixed seed the patience-1 loop trains exactly the first rounds of
     the patience-3 loop, so ``replayed_round`` over the saved patience-3 result finds patience 1's kept round."""
-    from gbair_nb.metrics import kept_round, replayed_round
+    from gbair_nb.loop import replayed_round
+    from gbair_nb.metrics import kept_round
     from gbair_nb.recovery import gbair
     from test_recovery import TINY, toy_scenario
 

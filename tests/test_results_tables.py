@@ -96,7 +96,8 @@ def test_bad_markers_are_one_line_errors(tmp_path):
 def test_replaying_each_saved_minilm_loop_with_its_own_patience_keeps_the_round_it_kept():
     """The patience table replays saved loops (MiniLM, full sizes) instead of training them again. With the patience
     a loop ran under, the replay must land on the round that loop kept, for every scorer and seed saved."""
-    from gbair_nb.metrics import kept_round, replayed_round
+    from gbair_nb.loop import replayed_round
+    from gbair_nb.metrics import kept_round
 
     files = sorted((ROOT / "benchmarks" / "results" / "loops").glob("*.json"))
     assert files, "no saved loops in benchmarks/results/loops"
