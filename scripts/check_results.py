@@ -44,8 +44,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from gbair_nb.loop import replayed_round  # noqa: E402
-from gbair_nb.metrics import kept_round, mean_ci  # noqa: E402
+from gbair_nb.metrics import kept_round, mean_ci  # noqa: E402  (light: numpy only; the loop module loads torch)
 
 DEFAULT_FILES = ("README.md", "docs/benchmarks.md", "docs/course.md")
 OPEN = re.compile(r"^<!-- results: (?P<spec>[^>]*?) -->$")
@@ -247,9 +246,10 @@ def patience_table(results: Path, *names: str) -> str:
     the kept round's test macro-F1 and wrong labels, mean ± 95% half-width over seeds, beside the last round the
     saved loop trained (what a rule that kept every applied batch would hand back). A seed where patience 1 keeps
     an earlier round stopped on a validation dip that a later round made up."""
+    from gbair_nb.loop import replayed_round  # here, not at the top: it loads torch, which no other kind needs
+
     if not names:
         raise CheckError("patience: name at least one saved loops file (results/loops/NAME.json)")
-    cell = _mean_pm
     lines = ["| loops | scorer | seeds | rounds trained | kept round: patience 1 → saved | "
              "test macro-F1: patience 1 / saved / last round | wrong labels: patience 1 / saved / last round | "
              "stopped by a dip |", "|---|---|---|---|---|---|---|---|"]
@@ -269,8 +269,8 @@ def patience_table(results: Path, *names: str) -> str:
                 ", ".join(str(r["seed"]) for r in reports),
                 ", ".join(str(len(q["rounds"]) - 1) for q in res),
                 ", ".join(str(a["round"]) for a in short) + " → " + ", ".join(str(b["round"]) for b in kept),
-                " / ".join(cell([r["test_macro_f1"] for r in rs], 3) for rs in (short, kept, last)),
-                " / ".join(cell([r["wrong_labels_remaining"] for r in rs], 1) for rs in (short, kept, last)),
+                " / ".join(_mean_pm([r["test_macro_f1"] for r in rs], 3) for rs in (short, kept, last)),
+                " / ".join(_mean_pm([r["wrong_labels_remaining"] for r in rs], 1) for rs in (short, kept, last)),
                 f"{dips} of {len(res)}"]) + " |")
     return "\n".join(lines)
 

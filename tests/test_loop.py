@@ -213,6 +213,7 @@ def test_a_smaller_patience_replayed_over_a_saved_loop_keeps_what_that_loop_keep
     assert len(long["rounds"]) == 4, "the patience-3 loop should train every round"
     prefix = [(r["val_macro_f1"], r["wrong_labels_remaining"]) for r in long["rounds"][:len(short["rounds"])]]
     assert prefix == [(r["val_macro_f1"], r["wrong_labels_remaining"]) for r in short["rounds"]]
+
     def what(r):  # a round's outcome (its seconds differ between the two runs)
         return r["round"], r["val_macro_f1"], r["test_macro_f1"], r["wrong_labels_remaining"]
 
