@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from gbair_nb.plots import plot_recovery_curves  # noqa: E402
@@ -319,6 +320,23 @@ def test_curves_over_seeds_carry_stopped_loops_and_draw_bands(seeds_report):
     assert "3 seeds" in curves.attrs["title"]
     ax = plot_recovery_curves(curves)
     assert len(ax.collections) >= 2                            # a band per scorer
+    plt.close(ax.figure)
+
+
+def test_a_band_over_two_seeds_stops_at_the_metric_s_bounds():
+    # two seeds: Student's t with 1 degree of freedom (12.7) makes the 95% half-width 9x the spread, so 0.95 and 0.99
+    # give 0.97 ± 0.25; macro-F1 cannot pass 1 (or fall below 0), and the drawn band must not either
+    rows = [{"seed": s, "scorer": "gbair", "round": r, "test_macro_f1": v, "kept": r == 1, "carried": False}
+            for s, vals in ((0, (0.02, 0.95)), (1, (0.06, 0.99))) for r, v in enumerate(vals)]
+    curves = pd.DataFrame(rows)
+    curves.attrs.update(metric="test_macro_f1", references={}, k=4, title="two seeds")
+    from gbair_nb.plots.recovery import band_frame
+
+    b = band_frame(curves).set_index("round")
+    assert b.loc[1, "mean"] + b.loc[1, "ci95"] > 1 and b.loc[0, "mean"] - b.loc[0, "ci95"] < 0  # the raw interval
+    ax = plot_recovery_curves(curves)
+    y = np.concatenate([p.vertices[:, 1] for p in ax.collections[0].get_paths()])
+    assert y.max() == pytest.approx(1.0) and y.min() == pytest.approx(0.0)   # clipped at both ends, not dropped
     plt.close(ax.figure)
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 __all__ = ["new_axes", "METRIC_LABELS", "truncate", "need_columns", "plain_text"]
 
+# every metric named here is a fraction in [0, 1] (plot_recovery_curves clips its bands to that range)
 METRIC_LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "test_macro_f1": "test macro-F1",
                  "test_accuracy": "test accuracy", "val_macro_f1": "validation macro-F1"}
 

@@ -42,9 +42,11 @@ def plot_recovery_curves(curves: pd.DataFrame, *, ax=None, title: str | None = N
         color = f"C{i}"
         ax.plot(b["round"], b["mean"], marker="o", color=color, linestyle="--" if name == "random" else "-",
                 label=name if n_seeds == 1 else f"{name} (mean of {n_seeds} seeds, 95% band)")
-        if n_seeds > 1:
-            ax.fill_between(b["round"].to_numpy(), (b["mean"] - b["ci95"]).to_numpy(),
-                            (b["mean"] + b["ci95"]).to_numpy(), color=color, alpha=0.18, linewidth=0)
+        if n_seeds > 1:  # a t-interval over few seeds can pass 0 or 1; the band stops where the metric does
+            lo, hi = (b["mean"] - b["ci95"]).to_numpy(), (b["mean"] + b["ci95"]).to_numpy()
+            ax.fill_between(b["round"].to_numpy(), np.clip(lo, 0, None),
+                            np.clip(hi, None, 1) if metric in METRIC_LABELS else hi,
+                            color=color, alpha=0.18, linewidth=0)
         kept = curves[(curves["scorer"] == name) & curves["kept"]]
         ax.scatter(kept["round"], kept[metric], s=90 if n_seeds == 1 else 30, facecolors="none",
                    edgecolors=color if n_seeds > 1 else "k", zorder=5)
