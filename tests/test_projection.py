@@ -67,8 +67,10 @@ def test_projection_equals_its_dense_matrix(kind):
     assert torch.allclose(proj(g), g @ S, rtol=0, atol=1e-12)
     scale = torch.rand(1000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert torch.allclose(proj(g, scale=scale), (g * scale) @ S, rtol=0, atol=1e-12)
-    # same map whatever the batch of rows: chunks of a training set see the same S
-    assert torch.equal(torch.cat([proj(g[:3]), proj(g[3:])]), proj(g))
+    # same map whatever the batch of rows: chunks of a training set see the same S. Not bitwise: on an AMD EPYC
+    # (AVX-512) MKL multiplies 3 rows and 7 rows with different kernels and the sums differ by ~6e-15; another S
+    # would differ by O(1)
+    assert torch.allclose(torch.cat([proj(g[:3]), proj(g[3:])]), proj(g), rtol=0, atol=1e-12)
     # float32 gradients are projected by the same matrix (generated in float32 and cast)
     assert torch.allclose(proj(g.float()).double(), g.float().double() @ S, atol=1e-5)
 
