@@ -96,10 +96,11 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
             {position: ("relabel", new_label) | ("keep", None) | ("remove", None)}`` — a person plugs in here.
         config: training settings (default ``TrainConfig.default()``), used for every retraining.
         patience: stop after this many rounds without a new best validation macro-F1; the labels of the best
-            round are the final ones (changes that did not help on validation are rolled back).
+            round are the final ones (changes that did not help on validation are rolled back). 1 is the bare rule;
+            one noisy validation dip can end it early, which 2 lets pass (the main job's default).
         min_precision: stop before applying a batch whose precision, estimated without the truth by the trusted
-            probe (:mod:`gbair_nb.probe`), is below this (None: never; 0.5 is where flips start to add more wrong
-            labels than they remove).
+            probe (:mod:`gbair_nb.probe`), is below this (None: never; 0.5, the main job's default, is where flips
+            start to add more wrong labels than they remove).
         rerank_with_verdicts: from round 2 on, re-rank the scores with what the fixer said about the examples it
             reviewed (:func:`rerank`) — meant for a person or a simulated annotator, whose verdicts are evidence.
         warm_start: continue training the previous round's model instead of retraining from scratch.

@@ -88,6 +88,9 @@ def test_recover_cli_writes_report_and_curve(tmp_path):
     assert rep["dataset"] == "sms_spam" and rep["corruption"]["mode"] == "class_conditional"
     assert rep["sizes"]["train"] == 60 and set(rep["scorers"]) == {"loss", "random"}
     assert (out / "recovery_curve.png").stat().st_size > 10_000
+    # the main job's stopping rule is the one every benchmarked loop ran with, not the library's bare default
+    for res in rep["scorers"].values():
+        assert res["options"]["patience"] == 2 and res["options"]["min_precision"] == 0.5
 
 
 def test_recover_cli_full_fine_tuning_with_gmt(tmp_path):
@@ -95,10 +98,12 @@ def test_recover_cli_full_fine_tuning_with_gmt(tmp_path):
     out = tmp_path / "full"
     p = _cli("recover", "--quick", "--backbone", "tiny", "--n-train", "60", "--n-val", "30", "--n-test", "30",
              "--rounds", "1", "--k", "5", "--scorer", "gbair", "--method", "full", "--gmt", "0.5", "--quiet",
-             "--out", str(out))
+             "--patience", "1", "--min-precision", "none", "--out", str(out))
     assert p.returncode == 0, p.stderr[-2000:]
     rep = json.loads((out / "report.json").read_text())
     assert rep["method"] == "full" and rep["config"]["gmt"] == {"keep_ratio": 0.5}
+    opts = rep["scorers"]["gbair"]["options"]
+    assert opts["patience"] == 1 and opts["min_precision"] is None  # 'none' turns the gate off
     r1 = rep["scorers"]["gbair"]["rounds"][1]
     assert len(set(r1["flagged_ids"])) == 5 and 0 <= r1["flagged_precision"] <= 1
 
@@ -112,6 +117,9 @@ def test_recover_cli_full_fine_tuning_with_gmt(tmp_path):
     (["--scorer", ","], "--scorer"),
     (["--seed", "-1"], "--seed"),
     (["--seed", str(2**64)], "--seed"),
+    (["--min-precision", "1.5"], "must be in [0, 1]"),
+    (["--min-precision", "half"], "not a number"),
+    (["--patience", "0"], "--patience"),
 ])
 def test_recover_cli_bad_input_is_one_line(tmp_path, args, message):
     p = _cli("recover", "--quick", "--backbone", "tiny", *args, "--out", str(tmp_path / "x"), timeout=120)

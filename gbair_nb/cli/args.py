@@ -9,7 +9,7 @@ import argparse
 
 from ..pet import METHODS
 
-__all__ = ["rate", "positive_int", "seed_int", "keep_ratio", "METHOD_CHOICES", "add_method_arguments",
+__all__ = ["rate", "precision_gate", "positive_int", "seed_int", "keep_ratio", "METHOD_CHOICES", "add_method_arguments",
            "method_overrides", "add_data_arguments", "QUICK_SIZES", "FULL_SIZES", "SIZE_KEYS", "choose_sizes",
            "SECONDS_PER_EXAMPLE_EPOCH", "estimate_seconds", "estimate_note"]
 
@@ -26,6 +26,20 @@ def rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 <= p < 1:
         raise argparse.ArgumentTypeError(f"a corruption rate must be in [0, 1); got {p}")
+    return p
+
+
+def precision_gate(text: str) -> float | None:
+    """argparse type: a precision in [0, 1], or ``none`` for no gate."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    try:
+        p = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}; give a precision in [0, 1], or 'none' for no "
+                                         "gate") from None
+    if not 0 <= p <= 1:
+        raise argparse.ArgumentTypeError(f"a precision must be in [0, 1]; got {p} (or 'none' for no gate)")
     return p
 
 

@@ -17,11 +17,19 @@ from ..metrics import kept_round
 from ..scenarios import QUICK_SCENARIO, SCENARIOS, Scenario, make_scenario
 from ..scorers import OPTIONAL_SCORERS, SCORERS
 from .args import (SIZE_KEYS, add_data_arguments, add_method_arguments, choose_sizes, estimate_note,
-                   estimate_seconds, method_overrides, positive_int, rate, seed_int)
+                   estimate_seconds, method_overrides, positive_int, precision_gate, rate, seed_int)
 
 __all__ = ["add_arguments", "run", "FILE_SCENARIO"]
 
 log = logging.getLogger(__name__)
+
+# The main job's stopping rule: the settings every loop in docs/benchmarks.md ran with (the library's ``gbair()``
+# and ``run_recovery()`` keep patience 1 and no gate, the bare rule the notebooks teach first). Replayed over those
+# loops, patience 1 stopped at a noisy validation dip in 6 of the 18 under uniform or confusable noise and kept
+# dirtier labels; a batch the trusted probe estimates below 0.5 precise would, flipped, add more wrong labels than
+# it removes.
+DEFAULT_PATIENCE = 2
+DEFAULT_MIN_PRECISION = 0.5
 
 # A file in full mode: the default scenario's corruption and sizes, so it takes the time the built-in default takes
 FILE_SCENARIO = {k: v for k, v in SCENARIOS["sms_spam"].items() if k != "dataset"}
@@ -49,10 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--scorer", default="gbair,random",
                    help=f"comma-separated scorers, or 'all': {', '.join(SCORERS)} (default gbair,random)")
     g.add_argument("--fix", default="flip", choices=["flip", "predict", "remove"], help="how flagged labels are fixed")
-    g.add_argument("--patience", type=positive_int, default=1,
-                   help="stop after this many rounds without a new best validation macro-F1 (default 1)")
-    g.add_argument("--min-precision", type=float, default=None, metavar="P",
-                   help="stop before a batch whose precision the trusted probe estimates below P (e.g. 0.5)")
+    # The defaults are the settings every loop in docs/benchmarks.md ran with: patience 1 stopped at a noisy
+    # validation dip in 6 of 18 uniform and confusable loops (replayed), and a batch the probe estimates below 0.5
+    # precise would, flipped, add more wrong labels than it removes.
+    g.add_argument("--patience", type=positive_int, default=DEFAULT_PATIENCE,
+                   help="stop after this many rounds without a new best validation macro-F1; the best round's "
+                        f"labels are kept (default {DEFAULT_PATIENCE}: one noisy dip does not stop the loop)")
+    g.add_argument("--min-precision", type=precision_gate, default=DEFAULT_MIN_PRECISION, metavar="P",
+                   help="stop before a batch whose precision the trusted probe (a classifier fit on the clean "
+                        f"validation set) estimates below P (default {DEFAULT_MIN_PRECISION}; 'none': no gate)")
     add_method_arguments(g)
     g.add_argument("--variant", default="dot", choices=["dot", "cosine"], help="TracIn variant for gbair")
     g.add_argument("--project", type=positive_int, default=None, metavar="D",
@@ -153,8 +166,6 @@ def run(args: argparse.Namespace) -> int:
     unknown = [s for s in scorers if s not in SCORERS]
     if unknown:
         raise ValueError(f"unknown scorer {unknown[0]!r}; use one of {', '.join(SCORERS)} or 'all'")
-    if args.min_precision is not None and not 0 <= args.min_precision <= 1:
-        raise ValueError(f"--min-precision {args.min_precision} is not a fraction; give a number in [0, 1]")
     seeds = _seeds(args)
     out: Path = args.out
     if not launched() or os.environ.get("RANK") == "0":  # only rank 0 writes (docs/distributed.md)
