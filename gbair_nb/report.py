@@ -180,7 +180,8 @@ def curve_frame(report: dict, metric: str = "test_macro_f1") -> pd.DataFrame:
     A loop that stopped early keeps the labels of its kept round: its value at the rounds it did not run is carried
     from there (``carried`` True), so every seed has a value at every round and the mean over seeds is taken over the
     same seeds at every round. ``attrs`` carry the metric, the references (clean labels, round 0, round 0 with the
-    threshold fit on validation; means over seeds), ``k`` and a title.
+    threshold fit on validation; means over seeds), ``k``, a title and, for one seed, why each loop that applied no
+    batch stopped (``stopped_at_round_0``: its curve is a single point under the others).
     """
     reports = report.get("per_seed") or [report]
     depth = max(len(res["rounds"]) for r in reports for res in r["scorers"].values())
@@ -204,7 +205,9 @@ def curve_frame(report: dict, metric: str = "test_macro_f1") -> pd.DataFrame:
     if metric == "test_macro_f1":
         refs["round 0, threshold fit on validation (no label fixed)"] = mean("corrupted", "test_macro_f1_calibrated")
     seeds = f"{len(reports)} seeds" if len(reports) > 1 else f"seed {reports[0]['seed']}"
-    df.attrs.update(metric=metric, references=refs, k=report.get("k"),
+    stopped = {name: res["stopped_because"] for name, res in reports[0]["scorers"].items()
+               if len(reports) == 1 and len(res["rounds"]) == 1}  # a loop that applied no batch: say why
+    df.attrs.update(metric=metric, references=refs, k=report.get("k"), stopped_at_round_0=stopped,
                     title=f"{report['dataset']}: {report['corruption']['mode']} noise, "
                           f"{report['corruption']['n_corrupted']} wrong labels of {report['sizes']['train']} "
                           f"({seeds})")

@@ -331,6 +331,21 @@ def test_curves_over_seeds_carry_stopped_loops_and_draw_bands(seeds_report):
     plt.close(ax.figure)
 
 
+def test_a_loop_the_gate_stopped_at_round_0_says_why_in_the_legend(report):
+    # the main job's precision gate can refuse a baseline's first batch: its curve is then one point under the
+    # others, so the legend carries the reason instead of leaving the reader to find the missing line
+    gated = json.loads(json.dumps(report))
+    res = gated["scorers"]["random"]
+    res.update(rounds=res["rounds"][:1], final_round=0, stopped_because="estimated precision 0.17 < 0.5")
+    df = curve_frame(gated)
+    assert df.attrs["stopped_at_round_0"] == {"random": "estimated precision 0.17 < 0.5"}
+    ax = plot_recovery_curves(df)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "random (stopped at round 0: estimated precision 0.17 < 0.5)" in labels and "loss" in labels
+    plt.close(ax.figure)
+    assert curve_frame(report).attrs["stopped_at_round_0"] == {}  # both loops of the fixture applied batches
+
+
 def test_a_band_over_two_seeds_stops_at_the_metric_s_bounds():
     # two seeds: Student's t with 1 degree of freedom (12.7) makes the 95% half-width 9x the spread, so 0.95 and 0.99
     # give 0.97 ± 0.25; macro-F1 cannot pass 1 (or fall below 0), and the drawn band must not either

@@ -38,10 +38,14 @@ def plot_recovery_curves(curves: pd.DataFrame, *, ax=None, title: str | None = N
     ax = new_axes(ax, figsize=(6.5, 4))
     bands = band_frame(curves)
     n_seeds = curves["seed"].nunique()
+    stopped = curves.attrs.get("stopped_at_round_0", {})
     for i, (name, b) in enumerate(bands.groupby("scorer", sort=False)):
         color = f"C{i}"
+        label = name if n_seeds == 1 else f"{name} (mean of {n_seeds} seeds, 95% band)"
+        if name in stopped:
+            label += f" (stopped at round 0: {stopped[name]})"
         ax.plot(b["round"], b["mean"], marker="o", color=color, linestyle="--" if name == "random" else "-",
-                label=name if n_seeds == 1 else f"{name} (mean of {n_seeds} seeds, 95% band)")
+                label=label)
         if n_seeds > 1:  # a t-interval over few seeds can pass 0 or 1; the band stops where the metric does
             lo, hi = (b["mean"] - b["ci95"]).to_numpy(), (b["mean"] + b["ci95"]).to_numpy()
             ax.fill_between(b["round"].to_numpy(), np.clip(lo, 0, None),
