@@ -2,9 +2,11 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_fixers.py --results benchmarks/results/fixers --seeds 0,1,2
     python benchmarks/bench_fixers.py --results benchmarks/results/fixers --summary-only     # the table
+    OMP_NUM_THREADS=1 python benchmarks/bench_fixers.py --dataset tweets_binary --seeds 0   # → fixers/tweets_binary
 
-The default SMS scenario (70% of the spam labelled ham), the default scorer (``DEFAULT_GBAIR``), k = 4% per round,
-two rounds, and every fixer on the same round-0 model of each seed:
+A built-in dataset's default scenario (SMS: 70% of the spam labelled ham; tweets_binary: 70% of the positives
+labelled negative), the default scorer (``DEFAULT_GBAIR``), k = 4% per round, two rounds, and every fixer on the same
+round-0 model of each seed:
 
 - ``flip``, ``predict``, ``remove``: the automatic fixers of :data:`gbair_nb.recovery.FIXERS`;
 - ``annotator``: a simulated person who gives the true label (the paper's "manual relabel" setting), answering
@@ -14,7 +16,7 @@ two rounds, and every fixer on the same round-0 model of each seed:
 
 Both rounds always run (patience 99) so that round 2 is measured; the loop still keeps the round with the best
 validation macro-F1 (the rollback), and the table reports that kept round. One JSON per (seed, fixer) in
-``--results``; a finished one is not run again.
+``--results`` (SMS) or ``--results``/<dataset> (any other); a finished one is not run again.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 FIXERS = ("flip", "predict", "remove", "annotator", "annotator+rerank")
 
 
-def run_seed(seed: int, out: Path, rounds: int, quick: bool = False, backbone: str = "minilm") -> None:
+def run_seed(seed: int, out: Path, rounds: int, quick: bool = False, backbone: str = "minilm",
+             dataset: str = "sms_spam") -> None:
     from gbair_nb.cache import cached_train
     from gbair_nb.human import human_fixer, simulated_annotator
     from gbair_nb.loop import round_metrics
@@ -43,7 +46,7 @@ def run_seed(seed: int, out: Path, rounds: int, quick: bool = False, backbone: s
     todo = [f for f in FIXERS if not (out / f"seed{seed}__{f.replace('+', '_')}.json").exists()]
     if not todo:
         return
-    spec = {**SCENARIOS["sms_spam"], **(QUICK_SCENARIO if quick else {})}
+    spec = {**SCENARIOS[dataset], **(QUICK_SCENARIO if quick else {})}
     scenario = make_scenario(seed=seed, **spec)
     config = (TrainConfig.quick if quick else TrainConfig)(seed=seed, backbone=backbone)
     judged = (scenario.splits.val, scenario.splits.test)
@@ -66,7 +69,7 @@ def run_seed(seed: int, out: Path, rounds: int, quick: bool = False, backbone: s
                         seed=seed, round0=run0, patience=99, rerank_with_verdicts=name.endswith("rerank"),
                         verbose=False)
         final = rec.final()
-        result = {"seed": seed, "fixer": name, "scorer": DEFAULT_GBAIR, "k": rec.options.get("k"),
+        result = {"dataset": dataset, "seed": seed, "fixer": name, "scorer": DEFAULT_GBAIR, "k": rec.options.get("k"),
                   "rounds": [{"round": r.round, "flagged_precision": r.flagged_precision,
                               "test_macro_f1": r.test_macro_f1, "val_macro_f1": r.val_macro_f1,
                               "wrong_labels_remaining": r.wrong_labels_remaining, "n_removed": r.n_removed}
@@ -98,7 +101,9 @@ def summary(out: Path) -> str:
         mean, half, n = mean_ci(list(values))
         return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {half:.{digits}f}"
 
-    lines = [f"seeds {seeds}; SMS spam, default scenario; scorer {df['scorer'].iloc[0]}; k = {df['k'].iloc[0]}; "
+    dataset = next((d for d in df.get("dataset", []) if isinstance(d, str)), "sms_spam")  # SMS files predate it
+    names = {"sms_spam": "SMS spam"}
+    lines = [f"seeds {seeds}; {names.get(dataset, dataset)}, default scenario; scorer {df['scorer'].iloc[0]}; k = {df['k'].iloc[0]}; "
              "2 rounds, the kept round by validation macro-F1", "",
              "| fixer | recovered (F1) | wrong labels: round 0 → kept | round-1 precision | round-2 precision | "
              "per seed: recovered; wrong labels kept |", "|---|---|---|---|---|---|"]
@@ -117,6 +122,9 @@ def summary(out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/fixers"))
+    parser.add_argument("--dataset", default="sms_spam", choices=["sms_spam", "tweets_binary"],
+                        help="a built-in binary dataset's default scenario: sms_spam (default, results in --results) "
+                             "or tweets_binary (results in --results/tweets_binary)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="quick sizes and training (a smoke run, not the figure)")
@@ -131,13 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 2:
         print("error: --rounds must be at least 2 (re-ranking acts from round 2)", file=sys.stderr)
         return 2
-    args.results.mkdir(parents=True, exist_ok=True)
+    from gbair_nb.scenarios import SCENARIOS
+
+    out = args.results if args.dataset == "sms_spam" else args.results / args.dataset
+    out.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
-        print(f"estimate: {len(seeds)} seed(s) × (2 + {len(FIXERS)} × {args.rounds}) trainings of MiniLM on 400 "
-              "SMS messages, about 1–2 min each on one quiet core", flush=True)
+        n = SCENARIOS[args.dataset].get("n_train", "?")
+        print(f"estimate: {len(seeds)} seed(s) × (2 + {len(FIXERS)} × {args.rounds}) trainings of MiniLM on {n} "
+              f"{args.dataset} texts, about 1–2 min each on one quiet core for SMS's 400 (tweets: about 4)", flush=True)
         for seed in seeds:
-            run_seed(seed, args.results, args.rounds, quick=args.quick, backbone=args.backbone)
-    print(summary(args.results))
+            run_seed(seed, out, args.rounds, quick=args.quick, backbone=args.backbone, dataset=args.dataset)
+    print(summary(out))
     return 0
 
 
