@@ -181,7 +181,7 @@ def test_minilm_full_fine_tuning_streams_in_chunks_of_two_with_exact_scores(sms)
     agg_auto = aggregated_influence(model, tok, ckpts, texts, labels, on_texts, on_labels, max_length=L,
                                     verbose=False)
     # by hand from loop gradients: Σ_c lr_c ‖g‖² and Σ_c lr_c g · Σ_on g'
-    si, agg = np.zeros(5), np.zeros(5)
+    si, agg, agg_abs = np.zeros(5), np.zeros(5), np.zeros(5)
     for state, lr in ckpts:
         g, _ = per_example_grads(model, tok, texts, labels, state=state, method="loop", max_length=L, verbose=False)
         gon, _ = per_example_grads(model, tok, on_texts, on_labels, state=state, method="loop", max_length=L,
@@ -189,5 +189,12 @@ def test_minilm_full_fine_tuning_streams_in_chunks_of_two_with_exact_scores(sms)
         v = gon.double().sum(0)
         si += lr * np.array([float(row.double() @ row.double()) for row in g])  # row by row: 91 MB each
         agg += lr * np.array([float(row.double() @ v) for row in g])
+        agg_abs += lr * np.array([float(row.double().abs() @ v.abs()) for row in g])  # Σ|terms|: the error's scale
     np.testing.assert_allclose(auto, si, rtol=1e-5)
-    np.testing.assert_allclose(agg_auto, agg, rtol=1e-5, atol=1e-5 * np.abs(agg).max())
+    # Each score is a sum of 22.7M float32 products of gradients that the two paths compute differently (batched
+    # chunks vs one example at a time), and the products cancel: the scores are 0.03–0.19 of Σ|terms|. Rounding is
+    # relative to Σ|terms|, not to the score: on an AMD EPYC (AVX-512) one score was 7e-5 off relative to itself,
+    # 1.2e-5 of Σ|terms| (an earlier CPU passed rtol 1e-5). A wrong learning rate, checkpoint or chunk moves a score
+    # by a good part of its own size: far beyond both bounds.
+    assert (np.abs(agg_auto - agg) <= 1e-4 * agg_abs).all(), (agg_auto, agg, agg_abs)
+    np.testing.assert_allclose(agg_auto, agg, rtol=1e-3)
