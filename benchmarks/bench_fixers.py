@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 FIXERS = ("flip", "predict", "remove", "annotator", "annotator+rerank")
+FIXER_MINUTES = {"sms_spam": 40, "tweets_binary": 45}  # one seed, measured at load 2–4 (results JSON "seconds")
 
 
 def run_seed(seed: int, out: Path, rounds: int, quick: bool = False, backbone: str = "minilm",
@@ -103,7 +104,8 @@ def summary(out: Path) -> str:
 
     dataset = next((d for d in df.get("dataset", []) if isinstance(d, str)), "sms_spam")  # SMS files predate it
     names = {"sms_spam": "SMS spam"}
-    lines = [f"seeds {seeds}; {names.get(dataset, dataset)}, default scenario; scorer {df['scorer'].iloc[0]}; k = {df['k'].iloc[0]}; "
+    lines = [f"seeds {seeds}; {names.get(dataset, dataset)}, default scenario; scorer {df['scorer'].iloc[0]}; "
+             f"k = {df['k'].iloc[0]}; "
              "2 rounds, the kept round by validation macro-F1", "",
              "| fixer | recovered (F1) | wrong labels: round 0 → kept | round-1 precision | round-2 precision | "
              "per seed: recovered; wrong labels kept |", "|---|---|---|---|---|---|"]
@@ -144,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.results if args.dataset == "sms_spam" else args.results / args.dataset
     out.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
-        n = SCENARIOS[args.dataset].get("n_train", "?")
+        n = SCENARIOS[args.dataset]["n_train"]
         print(f"estimate: {len(seeds)} seed(s) × (2 + {len(FIXERS)} × {args.rounds}) trainings of MiniLM on {n} "
-              f"{args.dataset} texts, about 1–2 min each on one quiet core for SMS's 400 (tweets: about 4)", flush=True)
+              f"{args.dataset} texts; one seed took ~{FIXER_MINUTES[args.dataset]} min at 1 thread beside one other "
+              "job (docs/benchmarks.md)", flush=True)
         for seed in seeds:
             run_seed(seed, out, args.rounds, quick=args.quick, backbone=args.backbone, dataset=args.dataset)
     print(summary(out))

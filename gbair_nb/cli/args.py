@@ -9,9 +9,9 @@ import argparse
 
 from ..pet import METHODS
 
-__all__ = ["rate", "precision_gate", "positive_int", "seed_int", "keep_ratio", "METHOD_CHOICES", "add_method_arguments",
-           "method_overrides", "add_data_arguments", "QUICK_SIZES", "FULL_SIZES", "SIZE_KEYS", "choose_sizes",
-           "SECONDS_PER_EXAMPLE_EPOCH", "estimate_seconds", "estimate_note"]
+__all__ = ["rate", "precision_gate", "positive_int", "seed_int", "keep_ratio", "METHOD_CHOICES",
+           "add_method_arguments", "method_overrides", "add_data_arguments", "QUICK_SIZES", "FULL_SIZES", "SIZE_KEYS",
+           "choose_sizes", "SECONDS_PER_EXAMPLE_EPOCH", "estimate_seconds", "estimate_note"]
 
 # quick: 300 training examples (57 steps of TrainConfig.quick) learn SMS spam; 200 collapsed to "always ham"
 QUICK_SIZES = {"n_train": 300, "n_val": 100, "n_test": 200}

@@ -57,9 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--scorer", default="gbair,random",
                    help=f"comma-separated scorers, or 'all': {', '.join(SCORERS)} (default gbair,random)")
     g.add_argument("--fix", default="flip", choices=["flip", "predict", "remove"], help="how flagged labels are fixed")
-    # The defaults are the settings every loop in docs/benchmarks.md ran with: patience 1 stopped at a noisy
-    # validation dip in 6 of 18 uniform and confusable loops (replayed), and a batch the probe estimates below 0.5
-    # precise would, flipped, add more wrong labels than it removes.
     g.add_argument("--patience", type=positive_int, default=DEFAULT_PATIENCE,
                    help="stop after this many rounds without a new best validation macro-F1; the best round's "
                         f"labels are kept (default {DEFAULT_PATIENCE}: one noisy dip does not stop the loop)")
