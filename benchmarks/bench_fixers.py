@@ -34,6 +34,11 @@ FIXERS = ("flip", "predict", "remove", "annotator", "annotator+rerank")
 FIXER_MINUTES = {"sms_spam": 45, "tweets_binary": 65}  # one seed, measured at load 2–4 (results JSON "seconds")
 
 
+def results_folder(results: Path, dataset: str) -> Path:
+    """Where a dataset's JSON files live: ``results`` for SMS (the first files), ``results/<dataset>`` otherwise."""
+    return results if dataset == "sms_spam" else results / dataset
+
+
 def run_seed(seed: int, out: Path, rounds: int, quick: bool = False, backbone: str = "minilm",
              dataset: str = "sms_spam") -> None:
     from gbair_nb.cache import cached_train
@@ -141,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 2:
         print("error: --rounds must be at least 2 (re-ranking acts from round 2)", file=sys.stderr)
         return 2
-    from gbair_nb.scenarios import SCENARIOS
-
-    out = args.results if args.dataset == "sms_spam" else args.results / args.dataset
+    out = results_folder(args.results, args.dataset)
     out.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
+        from gbair_nb.scenarios import SCENARIOS
+
         n = SCENARIOS[args.dataset]["n_train"]
         print(f"estimate: {len(seeds)} seed(s) × (2 + {len(FIXERS)} × {args.rounds}) trainings of MiniLM on {n} "
               f"{args.dataset} texts; one seed took ~{FIXER_MINUTES[args.dataset]} min at 1 thread beside one other "

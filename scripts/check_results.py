@@ -280,10 +280,11 @@ def fixers_table(results: Path, dataset: str = "sms_spam") -> str:
     """``benchmarks/bench_fixers.py --summary-only [--dataset D]``: per fixer, mean ± 95% half-width over seeds of the
     recovered fraction, the wrong labels at round 0 and at the kept round, rounds 1 and 2's flagged precision, and per
     seed. SMS's files are in ``fixers/``, another dataset's in ``fixers/<dataset>/``."""
-    folder = results / "fixers" if dataset == "sms_spam" else results / "fixers" / dataset
+    bench = _bench("bench_fixers")
+    folder = bench.results_folder(results / "fixers", dataset)
     if not folder.is_dir():
         raise CheckError(f"fixers {dataset}: no folder {folder}; run benchmarks/bench_fixers.py --dataset {dataset}")
-    return _bench("bench_fixers").summary(folder)
+    return bench.summary(folder)
 
 
 def budget_table(results: Path, *scorers: str) -> str:
