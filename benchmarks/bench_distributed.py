@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         worker(args.n, args.repeats, args.batch_size)
         return 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     rows = []
     print(f"load average before: {load_average()}  ({os.cpu_count()} cores)", flush=True)
     for w in args.procs:

@@ -13,6 +13,7 @@ One run, same model, data and checkpoints for every method. A unit of work is on
     python benchmarks/bench_influence.py            # 128 train x 16 test x 2 checkpoints for Captum, 512 x 64 else
     python benchmarks/bench_influence.py --quick    # smaller
     python benchmarks/bench_influence.py --memory --n-train 2000 --n-test 2000 --checkpoints 3  # peak RSS, top-k
+    python benchmarks/bench_influence.py --device cuda --batch-size 64    # on a GPU (the default picks one if seen)
 
 It exits with status 1 when the fast path differs from the loop or from Captum by more than the stated tolerances
 (``--tol-loop``, ``--tol-captum``), so a run that reports a difference also checks it.
@@ -45,8 +46,16 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def sync() -> None:
+    """Wait for the GPU's queued work, so a host clock read after it measures that work (no-op on the CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def make_checkpoints(model, tok, texts, labels, n: int, *, steps: int = 3, lr_prompt: float = 5e-2,
-                     lr_head: float = 5e-3):
+                     lr_head: float = 5e-3, device: str = "cpu"):
     """n checkpoints (state, lrs): the start, then after every `steps` SGD steps on batches of 16 — real
     training-like states with two parameter groups (prompt / head) at different rates."""
     import torch
@@ -60,7 +69,7 @@ def make_checkpoints(model, tok, texts, labels, n: int, *, steps: int = 3, lr_pr
     opt = torch.optim.SGD([{"params": [params[k]], "lr": lrs[k]} for k in names])
     start = trainable_state(model)
     out = [(start, dict(lrs))]
-    data = batches(tok, texts, labels, batch_size=16, max_length=64)
+    data = batches(tok, texts, labels, batch_size=16, max_length=64, device=device)
     model.eval()
     while len(out) < n:
         for _ in range(steps):
@@ -77,7 +86,7 @@ def make_checkpoints(model, tok, texts, labels, n: int, *, steps: int = 3, lr_pr
     return out
 
 
-def plain_forward_backward(model, tok, texts, labels, ckpts, batch_size, forward_only=False):
+def plain_forward_backward(model, tok, texts, labels, ckpts, batch_size, forward_only=False, device="cpu"):
     """What an ordinary training step costs over the same length-sorted batches: no per-example work."""
     import torch
     import torch.nn.functional as F
@@ -89,7 +98,7 @@ def plain_forward_backward(model, tok, texts, labels, ckpts, batch_size, forward
     texts, labels = [texts[i] for i in order], labels[order]
     for state, _ in ckpts:
         load_trainable_state(model, state)
-        for b in batches(tok, texts, labels, batch_size=batch_size, max_length=64):
+        for b in batches(tok, texts, labels, batch_size=batch_size, max_length=64, device=device):
             if forward_only:
                 with torch.no_grad():
                     model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
@@ -100,7 +109,8 @@ def plain_forward_backward(model, tok, texts, labels, ckpts, batch_size, forward
                 model.zero_grad(set_to_none=True)
 
 
-def captum_tracin(model, tok, ckpts, tr_texts, tr_labels, te_texts, te_labels, tmp: Path, batched: int = 0):
+def captum_tracin(model, tok, ckpts, tr_texts, tr_labels, te_texts, te_labels, tmp: Path, batched: int = 0,
+                  device: str = "cpu"):
     """Captum TracInCP over the prompt embedding and the head, one learning rate per checkpoint (Captum's API).
 
     ``batched=0``: batches of one example at its own length (Captum's fastest exact setting). ``batched=B``: a
@@ -137,15 +147,16 @@ def captum_tracin(model, tok, ckpts, tr_texts, tr_labels, te_texts, te_labels, t
         items = []
         for t, y in zip(texts, labels):
             e = tok([t], truncation=True, max_length=64, return_tensors="pt")
-            items.append((e["input_ids"], e["attention_mask"], torch.tensor([int(y)])))
+            items.append((e["input_ids"].to(device), e["attention_mask"].to(device),
+                          torch.tensor([int(y)], device=device)))
         return items
 
     layers = [n for n, m in Logits(model).named_modules()
               if n.endswith("prompt_encoder.default.embedding") or n.endswith("classifier.modules_to_save.default")]
     def padded(texts, labels):
         e = tok(list(texts), padding="max_length", truncation=True, max_length=64, return_tensors="pt")
-        return DataLoader(TensorDataset(e["input_ids"], e["attention_mask"], torch.as_tensor(labels)),
-                          batch_size=batched)
+        return DataLoader(TensorDataset(e["input_ids"].to(device), e["attention_mask"].to(device),
+                                        torch.as_tensor(labels, device=device)), batch_size=batched)
 
     if batched:
         train_data, test_data = padded(tr_texts, tr_labels), padded(te_texts, te_labels)
@@ -154,12 +165,14 @@ def captum_tracin(model, tok, ckpts, tr_texts, tr_labels, te_texts, te_labels, t
         test_data = DataLoader(loader(te_texts, te_labels), batch_size=None)
     tracer = TracInCP(Logits(model), train_data, paths, checkpoints_load_func=load, layers=layers,
                       loss_fn=nn.CrossEntropyLoss(reduction="none"), sample_wise_grads_per_batch=False)
-    return tracer.influence(test_data).numpy()
+    return tracer.influence(test_data).cpu().numpy()
 
 
 def timed(fn):
+    sync()
     t = time.perf_counter()
     out = fn()
+    sync()
     return out, time.perf_counter() - t
 
 
@@ -181,6 +194,8 @@ def main(argv=None) -> None:
                     help="largest per-example ||g_fast - g_loop|| / ||g_loop|| accepted (default 1e-6)")
     ap.add_argument("--tol-captum", type=float, default=2e-6,
                     help="largest max|tracin - Captum| / max|Captum| accepted, batch 1 and padded (default 2e-6)")
+    ap.add_argument("--device", default="auto",
+                    help="cpu, cuda, or auto (default: cuda when torch sees a GPU, else cpu)")
     ap.add_argument("--dataset", default="sms_spam",
                     help="texts to use (sms_spam has 4,862; use tweets (38,158) for --memory --n-train 20000)")
     args = ap.parse_args(argv)
@@ -192,6 +207,7 @@ def main(argv=None) -> None:
 
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
+    from gbair_nb.config import device as default_device
     from gbair_nb.data import load_dataset
     from gbair_nb.influence import per_example_grads, top_influences, tracin
     from gbair_nb.models import make_model
@@ -207,14 +223,18 @@ def main(argv=None) -> None:
     ds = load_dataset(args.dataset)
     rng = np.random.default_rng(0)
     pos = rng.permutation(len(ds))
+    dev = default_device() if args.device == "auto" else args.device
+    if dev == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch sees no GPU here (use --device cpu)")
     model, tok = make_model(backbone="minilm", num_labels=ds.num_classes)
+    model.to(dev)
     fit_texts = [ds.texts[i] for i in pos[-200:]]
-    ckpts = make_checkpoints(model, tok, fit_texts, ds.labels[pos[-200:]], C)
+    ckpts = make_checkpoints(model, tok, fit_texts, ds.labels[pos[-200:]], C, device=dev)
     uptime = open("/proc/loadavg").read().split()[:3]
+    where = torch.cuda.get_device_name(0) if dev == "cuda" else f"CPU, torch threads {args.threads}"
     print(f"minilm prompt tuning, {sum(p.numel() for p in model.parameters() if p.requires_grad)} trainable params, "
           f"{args.dataset} ({ds.num_classes} classes), max_length 64, batch {args.batch_size}, {C} checkpoints, "
-          f"torch threads {args.threads}, "
-          f"load average at start {' '.join(uptime)}")
+          f"{where}, torch {torch.__version__}, load average at start {' '.join(uptime)}")
 
     if args.memory:
         tr = ds.subset(pos[:n_train])
@@ -248,6 +268,8 @@ def main(argv=None) -> None:
         print(f"test-side gradients held: {n_test} x {P} x {C} x 4 B = {n_test * P * C * 4 / 2**20:.0f} MB; "
               f"a train chunk: {args.chunk_size} x {P} x 4 B = {args.chunk_size * P * 4 / 2**20:.0f} MB")
         print("RSS trace (s: MB): " + ", ".join(f"{t:.0f}: {r:.0f}" for t, r in arr[:: max(1, len(arr) // 12)]))
+        if dev == "cuda":
+            print(f"peak GPU memory allocated by torch: {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
         return
 
     tr_texts, tr_labels = [ds.texts[i] for i in pos[:n_train]], ds.labels[pos[:n_train]]
@@ -257,12 +279,14 @@ def main(argv=None) -> None:
     # warm up
     per_example_grads(model, tok, tr_texts[:32], tr_labels[:32], verbose=False)
 
-    _, t_plain = timed(lambda: plain_forward_backward(model, tok, all_texts, all_labels, ckpts, args.batch_size))
+    _, t_plain = timed(lambda: plain_forward_backward(model, tok, all_texts, all_labels, ckpts, args.batch_size,
+                                                      device=dev))
     scores, t_fast = timed(lambda: tracin(model, tok, ckpts, tr_texts, tr_labels, te_texts, te_labels,
                                           batch_size=args.batch_size, verbose=False))
-    _, t_plain2 = timed(lambda: plain_forward_backward(model, tok, all_texts, all_labels, ckpts, args.batch_size))
+    _, t_plain2 = timed(lambda: plain_forward_backward(model, tok, all_texts, all_labels, ckpts, args.batch_size,
+                                                       device=dev))
     _, t_fwd = timed(lambda: plain_forward_backward(model, tok, all_texts, all_labels, ckpts, args.batch_size,
-                                                   forward_only=True))
+                                                   forward_only=True, device=dev))
     t_plain = min(t_plain, t_plain2)  # the limit: give the baseline its better run
     (g_fast, _), t_fast_g = timed(lambda: per_example_grads(model, tok, tr_texts[:loop_n], tr_labels[:loop_n],
                                                             state=ckpts[-1][0], batch_size=args.batch_size,
@@ -282,11 +306,11 @@ def main(argv=None) -> None:
     cap_tr, cap_te = tr_texts[:cap_train], te_texts[:cap_test]
     with tempfile.TemporaryDirectory() as tmp:
         expected, t_captum = timed(lambda: captum_tracin(model, tok, cap_ckpts, cap_tr, tr_labels[:cap_train],
-                                                         cap_te, te_labels[:cap_test], Path(tmp)))
+                                                         cap_te, te_labels[:cap_test], Path(tmp), device=dev))
         cb_tr, cb_te = min(cap_train, 16 if q else 32), min(cap_test, 4 if q else 8)
         expected_b, t_captum_b = timed(lambda: captum_tracin(model, tok, cap_ckpts, cap_tr[:cb_tr],
                                                              tr_labels[:cb_tr], cap_te[:cb_te], te_labels[:cb_te],
-                                                             Path(tmp), batched=16))
+                                                             Path(tmp), batched=16, device=dev))
     ours, t_ours_small = timed(lambda: tracin(model, tok, cap_ckpts, cap_tr, tr_labels[:cap_train], cap_te,
                                               te_labels[:cap_test], batch_size=args.batch_size, verbose=False))
     cap_rel = float(np.abs(ours - expected).max() / np.abs(expected).max())

@@ -28,7 +28,8 @@ def _load_seconds() -> dict:
             ";r+=[time.perf_counter()-t,time.process_time()-c]\n"
             "print(*r)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                             filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]))})
     cold_wall, cold_cpu, wall, cpu = map(float, out.stdout.split()[-4:])
     return {"load_cold_wall_s": cold_wall, "load_cold_cpu_s": cold_cpu, "load_wall_s": wall, "load_cpu_s": cpu}
 

@@ -295,7 +295,9 @@ def run_rows(args) -> list[str]:
                         "out": str(out), "threads": args.threads,
                         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                                  if k in ("seed", "quick", "captum_n", "pairwise_n", "backbone")}}
-                env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
+                # this checkout first on the path, the caller's own path kept after it
+                env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
+                       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
                 t0 = time.perf_counter()
                 p = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
                                    capture_output=True, text=True)

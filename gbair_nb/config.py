@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 QUICK_ENV = "GBAIR_QUICK"
+DEVICE_ENV = "GBAIR_DEVICE"
 
 
 def quick_mode(value: bool | None = None) -> bool:
@@ -28,10 +29,21 @@ def quick_mode(value: bool | None = None) -> bool:
 
 
 def device() -> str:
-    """``"cuda"`` when a GPU is visible to torch, else ``"cpu"``."""
+    """Where models train and score: ``"cuda"`` when a GPU is visible to torch, else ``"cpu"``.
+
+    ``GBAIR_DEVICE=cpu`` keeps everything on the CPU on a machine with a GPU (a GPU busy with other work, or a run
+    that must repeat a CPU result exactly: GPU and CPU arithmetic differ in the last bits, and a loop's later rounds
+    can follow them); ``GBAIR_DEVICE=cuda`` insists on the GPU and says so when there is none.
+    """
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    forced = os.environ.get(DEVICE_ENV, "").strip().lower()
+    if forced not in ("", "cpu", "cuda"):
+        raise ValueError(f"{DEVICE_ENV}={forced!r}: use 'cpu' or 'cuda' (or leave it unset: a GPU when torch sees one)")
+    if forced == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{DEVICE_ENV}=cuda, but torch sees no GPU here (torch {torch.__version__}); unset it "
+                           "to run on the CPU")
+    return forced or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def set_seed(seed: int) -> None:

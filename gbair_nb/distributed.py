@@ -83,14 +83,23 @@ def world_size() -> int:
 
 
 def backend() -> str:
-    """The backend a new job uses: ``nccl`` when this process sees a GPU, else ``gloo``; ``$GBAIR_DIST_BACKEND``
-    overrides."""
+    """The backend a new job uses: ``nccl`` when this machine has a GPU for each of its processes, else ``gloo``;
+    ``$GBAIR_DIST_BACKEND`` overrides.
+
+    nccl needs one GPU per process, so two processes on a one-GPU machine (a laptop running the course's
+    ``torchrun --nproc_per_node 2``) use gloo: both compute on that GPU and exchange gradients through the CPU.
+    """
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     forced = os.environ.get(BACKEND_ENV)
     if forced:
         if forced not in ("gloo", "nccl"):
             raise ValueError(f"{BACKEND_ENV}={forced!r}; use 'gloo' (CPU) or 'nccl' (GPU)")
+        if forced == "nccl" and gpus < local:
+            raise ValueError(f"{BACKEND_ENV}=nccl needs one GPU per process: {local} processes on this machine, "
+                             f"{gpus} GPU(s); start fewer (--nproc_per_node {max(gpus, 1)}) or use gloo")
         return forced
-    return "nccl" if torch.cuda.is_available() else "gloo"
+    return "nccl" if gpus >= max(local, 1) else "gloo"
 
 
 def _comm_device() -> torch.device:

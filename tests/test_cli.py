@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import child_env
+
 from gbair_nb import cli
 from gbair_nb.cli import args as cli_args
 
@@ -25,7 +27,7 @@ def _read(run_dir):
 
 
 def gbair(*args, timeout=240):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GBAIR_QUICK": "1", "PYTHONPATH": str(ROOT)}
+    env = child_env(OMP_NUM_THREADS="1", GBAIR_QUICK="1")
     return subprocess.run([sys.executable, "-m", "gbair_nb", *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=timeout)
 

@@ -48,3 +48,24 @@ def test_quiet_transformers_restores_the_state_it_found(loud_transformers):
     with pytest.raises(RuntimeError), quiet_transformers():
         raise RuntimeError("a failed load")
     assert hf_logging.get_verbosity() == hf_logging.WARNING and not hf_logging.is_progress_bar_enabled()
+
+
+def test_gbair_device_picks_the_device_and_refuses_what_cannot_be(monkeypatch):
+    import torch
+
+    from gbair_nb.config import device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
+    monkeypatch.delenv("GBAIR_DEVICE", raising=False)
+    assert device() == "cuda"
+    monkeypatch.setenv("GBAIR_DEVICE", "cpu")
+    assert device() == "cpu"
+    monkeypatch.setenv("GBAIR_DEVICE", "gpu")
+    with pytest.raises(ValueError, match="GBAIR_DEVICE='gpu': use 'cpu' or 'cuda'"):
+        device()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("GBAIR_DEVICE", "cuda")
+    with pytest.raises(RuntimeError, match="torch sees no GPU"):
+        device()
+    monkeypatch.delenv("GBAIR_DEVICE")
+    assert device() == "cpu"

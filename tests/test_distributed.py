@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -40,8 +43,7 @@ def write_toy_csv(path: Path) -> Path:
 
 
 def torchrun(args: list[str], *, env: dict | None = None, timeout: int = 300) -> subprocess.Popen:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "GBAIR_QUICK": "1", "PYTHONPATH": str(ROOT),
-                "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    full_env = child_env(OMP_NUM_THREADS="1", GBAIR_QUICK="1", TOKENIZERS_PARALLELISM="false", **(env or {}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     return subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -221,3 +223,28 @@ def test_failing_rank_stops_the_job_without_a_report(tmp_path):
 if __name__ == "__main__" and "--worker" in sys.argv:
     i = sys.argv.index("--worker")
     _worker(Path(sys.argv[i + 1]), Path(sys.argv[i + 2]))
+
+
+@pytest.mark.parametrize("gpus, local, forced, expected", [
+    (0, 2, None, "gloo"), (1, 1, None, "nccl"), (1, 2, None, "gloo"), (2, 2, None, "nccl"), (4, 2, None, "nccl"),
+    (2, 2, "gloo", "gloo"), (1, 2, "nccl", "one GPU per process: 2 processes on this machine, 1 GPU"),
+    (1, 1, "mpi", "use 'gloo' (CPU) or 'nccl' (GPU)")])
+def test_backend_is_nccl_only_with_a_gpu_for_every_process(monkeypatch, gpus, local, forced, expected):
+    """nccl refuses two processes on one GPU (seen on an H200: 'invalid device ordinal' at set_device), so a
+    one-GPU machine running 2 processes uses gloo; forcing nccl there is one clear error."""
+    import torch
+
+    from gbair_nb.distributed import BACKEND_ENV, backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
+    if forced:
+        monkeypatch.setenv(BACKEND_ENV, forced)
+    else:
+        monkeypatch.delenv(BACKEND_ENV, raising=False)
+    if expected in ("gloo", "nccl"):
+        assert backend() == expected
+    else:
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            backend()

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import child_env
+
 from gbair_nb import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +31,7 @@ def _read(run_dir):
 
 
 def gbair(*args, timeout=240):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GBAIR_QUICK": "1", "PYTHONPATH": str(ROOT)}
+    env = child_env(OMP_NUM_THREADS="1", GBAIR_QUICK="1")
     return subprocess.run([sys.executable, "-m", "gbair_nb", *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=ROOT, timeout=timeout)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import child_env
 from filelock import FileLock
 
 import gbair_nb.journal as journal
@@ -307,7 +309,7 @@ CHILD = textwrap.dedent("""
 
 def test_kill_mid_way_keeps_every_acknowledged_decision(tmp_path):
     path = tmp_path / "j.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=env)
     acked = []
     try:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import child_env
+
 from gbair_nb.relabel import RelabelSession
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +112,7 @@ def complete_lines(path: Path) -> list[str]:
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_concurrent_writers_and_random_kills_lose_no_acknowledged_decision(tmp_path):
     path = tmp_path / "j.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1")
     rng = random.Random(0)
     procs: dict[int, tuple[subprocess.Popen, Path]] = {}
     kill_after: dict[int, int] = {}  # each worker is killed once it has acknowledged this many decisions

@@ -15,6 +15,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from helpers import child_env
+
 from gbair_nb.plots import plot_recovery_curves  # noqa: E402
 from gbair_nb.report import curve_frame, run_recovery  # noqa: E402
 from test_recovery import TINY, toy_scenario  # noqa: E402
@@ -74,7 +76,7 @@ def test_curve_frame_and_plot_show_the_numbers(report):
 
 
 def _cli(*args, timeout=300):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = child_env(OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, "-m", "gbair_nb", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=ROOT)
 
