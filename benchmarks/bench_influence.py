@@ -208,6 +208,11 @@ def main(argv=None) -> None:
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     from gbair_nb.config import device as default_device
+
+    dev = default_device() if args.device == "auto" else args.device
+    if dev not in ("cpu", "cuda") or (dev == "cuda" and not torch.cuda.is_available()):
+        ap.error(f"--device {args.device}: " + ("torch sees no GPU here (use --device cpu)" if dev == "cuda"
+                                                 else "use cpu, cuda or auto"))
     from gbair_nb.data import load_dataset
     from gbair_nb.influence import per_example_grads, top_influences, tracin
     from gbair_nb.models import make_model
@@ -223,9 +228,6 @@ def main(argv=None) -> None:
     ds = load_dataset(args.dataset)
     rng = np.random.default_rng(0)
     pos = rng.permutation(len(ds))
-    dev = default_device() if args.device == "auto" else args.device
-    if dev == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda: torch sees no GPU here (use --device cpu)")
     model, tok = make_model(backbone="minilm", num_labels=ds.num_classes)
     model.to(dev)
     fit_texts = [ds.texts[i] for i in pos[-200:]]

@@ -106,3 +106,15 @@ def test_bench_detectors_keeps_each_cells_scores_and_judges_a_rank_mean_from_the
         assert grown.loc[f, "k"] == k and grown.loc[f, "n_hat"] == pytest.approx(n_hat)
         assert grown.loc[f, "precision"] == pytest.approx(sum(truth[i] for i in order[:k]) / k)
     assert "| sms_spam uniform | 0 |" in bench.budget_table(grown.reset_index())
+
+
+@pytest.mark.parametrize("device, said", [("tpu", "use cpu, cuda or auto"), ("cuda", "torch sees no GPU here")])
+def test_bench_influence_refuses_a_device_it_cannot_use_before_any_work(device, said):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_influence.py"), "--quick", "--device", device],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 2 and said in r.stderr.splitlines()[-1], r.stderr[-500:]
+    assert "minilm prompt tuning" not in r.stdout  # refused before the model was loaded
