@@ -127,6 +127,14 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
     assert not (tmp_path / "o" / "run.json").exists()
 
 
+def test_a_bad_gbair_device_is_one_line_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GBAIR_DEVICE", "gpu")
+    code = run_main(["train", "--backbone", "tiny", "--quick", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "GBAIR_DEVICE='gpu': use 'cpu' or 'cuda'" in err, err
+    assert not (tmp_path / "o" / "run.json").exists()
+
+
 def test_bad_input_end_to_end_has_no_traceback(tmp_path):
     r = gbair("train", "--dataset", "tweets", "--n-val", "40000", "--out", tmp_path / "o")
     assert r.returncode == 2

@@ -65,7 +65,7 @@ def test_gbair_device_picks_the_device_and_refuses_what_cannot_be(monkeypatch):
         device()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("GBAIR_DEVICE", "cuda")
-    with pytest.raises(RuntimeError, match="torch sees no GPU"):
+    with pytest.raises(ValueError, match="torch sees no GPU"):
         device()
     monkeypatch.delenv("GBAIR_DEVICE")
     assert device() == "cpu"
