@@ -31,10 +31,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from ..config import DEVICE_ENV, device
 
 __all__ = ["SUBCOMMANDS", "Subcommand", "main", "build_parser", "invoked_as"]
 
@@ -134,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     try:
+        if os.environ.get(DEVICE_ENV):
+            device()  # a bad GBAIR_DEVICE is said now, before any data is read or model trained
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
