@@ -237,3 +237,18 @@ def test_progress_is_logged_to_stderr_unless_quiet(tmp_path, capsys):
     assert cli.main(["train", *TINY, "--out", str(tmp_path / "b")]) == 0
     assert "sizes" not in capsys.readouterr().err
     assert not [h for h in logging.getLogger("gbair_nb").handlers if not isinstance(h, logging.NullHandler)]
+
+
+def test_the_time_estimate_says_when_a_gpu_will_make_it_moot():
+    from gbair_nb.cli.args import estimate_note, estimate_seconds
+    from gbair_nb.cli.recover import _trainings
+    from gbair_nb.train import TrainConfig
+
+    assert estimate_note(None, "x") is None
+    cpu = estimate_note(600, "x", gpu=False)
+    assert "about 10 min for x on a quiet 2-core CPU" in cpu and "GPU" not in cpu
+    assert "this run uses a GPU" in estimate_note(600, "x", gpu=True)
+    # the note quotes the default full-mode job's CPU estimate ("~18 min"): it must still be that
+    config = TrainConfig.for_method("prompt_tuning", quick=False)
+    minutes = estimate_seconds(400, config, trainings=_trainings(["gbair", "random"], 5)) / 60
+    assert round(minutes) == 18, minutes

@@ -153,10 +153,23 @@ def estimate_seconds(n_train: int, config, *, trainings: float = 1) -> float | N
     return trainings * n_train * config.epochs * per
 
 
-def estimate_note(seconds: float | None, what: str) -> str | None:
-    """"estimate: …" in minutes or seconds, or None when there is no estimate."""
+def estimate_note(seconds: float | None, what: str, *, gpu: bool | None = None) -> str | None:
+    """"estimate: …" in minutes or seconds, or None when there is no estimate.
+
+    The figures are a 2-core CPU's. On a GPU (``gpu``; default: whether the toolkit will use one) the note says so
+    and gives the one GPU figure measured (docs/benchmarks.md, "On a GPU"): the default full-mode job, ~18 min
+    estimated here, took 38 s on one H200.
+    """
     if seconds is None:
         return None
     amount = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{max(seconds, 1):.0f} s"
-    return (f"estimate: about {amount} for {what} on a quiet 2-core CPU (scaled from measured MiniLM speeds; "
+    note = (f"estimate: about {amount} for {what} on a quiet 2-core CPU (scaled from measured MiniLM speeds; "
             "an estimate: a busy or slower machine takes longer)")
+    if gpu is None:
+        from ..config import device
+
+        gpu = device() == "cuda"
+    if gpu:
+        note += ("; this run uses a GPU and takes far less (one H200 did the default job, ~18 min here, in 38 s; "
+                 "GBAIR_DEVICE=cpu to stay on the CPU)")
+    return note
