@@ -42,7 +42,7 @@ def device() -> str:
         raise ValueError(f"{DEVICE_ENV}={forced!r}: use 'cpu' or 'cuda' (or leave it unset: a GPU when torch sees one)")
     if forced == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{DEVICE_ENV}=cuda, but torch sees no GPU here (torch {torch.__version__}); unset it "
-                           "to run on the CPU")
+                         "to run on the CPU")
     return forced or ("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -88,8 +88,11 @@ def backend() -> str:
 
     nccl needs one GPU per process, so two processes on a one-GPU machine (a laptop running the course's
     ``torchrun --nproc_per_node 2``) use gloo: both compute on that GPU and exchange gradients through the CPU.
+    With ``GBAIR_DEVICE=cpu`` (:func:`gbair_nb.config.device`) the GPUs are not used, so gloo.
     """
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    from .config import device
+
+    gpus = torch.cuda.device_count() if device() == "cuda" else 0
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     forced = os.environ.get(BACKEND_ENV)
     if forced:

@@ -228,7 +228,7 @@ if __name__ == "__main__" and "--worker" in sys.argv:
 @pytest.mark.parametrize("gpus, local, forced, expected", [
     (0, 2, None, "gloo"), (1, 1, None, "nccl"), (1, 2, None, "gloo"), (2, 2, None, "nccl"), (4, 2, None, "nccl"),
     (2, 2, "gloo", "gloo"), (1, 2, "nccl", "one GPU per process: 2 processes on this machine, 1 GPU"),
-    (1, 1, "mpi", "use 'gloo' (CPU) or 'nccl' (GPU)")])
+    (1, 1, "mpi", "use 'gloo' (CPU) or 'nccl' (GPU)"), (2, 2, "cpu-device", "gloo")])
 def test_backend_is_nccl_only_with_a_gpu_for_every_process(monkeypatch, gpus, local, forced, expected):
     """nccl refuses two processes on one GPU (seen on an H200: 'invalid device ordinal' at set_device), so a
     one-GPU machine running 2 processes uses gloo; forcing nccl there is one clear error."""
@@ -239,7 +239,11 @@ def test_backend_is_nccl_only_with_a_gpu_for_every_process(monkeypatch, gpus, lo
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
-    if forced:
+    monkeypatch.delenv("GBAIR_DEVICE", raising=False)
+    if forced == "cpu-device":  # GBAIR_DEVICE=cpu: the GPUs are there but not used
+        monkeypatch.setenv("GBAIR_DEVICE", "cpu")
+        monkeypatch.delenv(BACKEND_ENV, raising=False)
+    elif forced:
         monkeypatch.setenv(BACKEND_ENV, forced)
     else:
         monkeypatch.delenv(BACKEND_ENV, raising=False)
