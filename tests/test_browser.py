@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from browser_helpers import LabPage, chromium_page, find_browser, jupyter_lab
+from helpers import child_env
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "03_relabel_by_hand.ipynb"
@@ -73,9 +74,8 @@ def test_relabel_widget_in_jupyterlab(browser, tmp_path, monkeypatch):
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    env = {"GBAIR_QUICK": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # conftest's Agg would hide the figures
-           "PYTHONPATH": os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    env = child_env(GBAIR_QUICK="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+                    MPLBACKEND="module://matplotlib_inline.backend_inline")  # conftest's Agg would hide the figures
     path = root / params["JOURNAL"]
     t0 = time.perf_counter()
     with jupyter_lab(root, env=env) as lab, chromium_page(browser) as page:
