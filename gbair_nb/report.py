@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, replace
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,8 +20,8 @@ from .recovery import check_fix, gbair
 from .scenarios import Scenario
 from .scorers import SCORERS
 
-__all__ = ["run_recovery", "run_recovery_seeds", "summarise_seeds", "curve_frame", "json_safe", "detector_results",
-           "detector_matrix"]
+__all__ = ["run_recovery", "run_recovery_seeds", "summarise_seeds", "saved_seed_mismatch", "curve_frame", "json_safe",
+           "detector_results", "detector_matrix"]
 
 log = logging.getLogger(__name__)
 
@@ -124,21 +124,73 @@ def run_recovery(scenario: Scenario, *, scorers: Sequence[str] = ("gbair", "rand
 
 
 def run_recovery_seeds(make: Callable[[int], Scenario], seeds: Sequence[int], *, config=None,
-                       on_seed: Callable[[dict], None] | None = None, **kwargs) -> dict:
+                       on_seed: Callable[[dict], None] | None = None, done: Mapping[int, dict] | None = None,
+                       **kwargs) -> dict:
     """:func:`run_recovery` once per seed — ``make(seed)`` builds that seed's scenario (its split and corruption)
     and the training uses the same seed — then :func:`summarise_seeds`. One seed gives the single report as is.
     ``on_seed(report)`` is called with each seed's report as soon as it is done (the CLI saves it, so a run stopped
-    after hours keeps the seeds it finished)."""
+    after hours keeps the seeds it finished). ``done`` maps seeds to reports an earlier run finished with the same
+    settings (check each with :func:`saved_seed_mismatch`): they are taken as they are, and only the other seeds
+    run."""
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("give at least one seed")
+    done = dict(done or {})
     reports = []
     for s in seeds:
+        if s in done:
+            log.info(f"seed {s} ({len(reports) + 1} of {len(seeds)}): finished by an earlier run, taken as it is")
+            reports.append(done[s])
+            continue
         log.info(f"seed {s} ({len(reports) + 1} of {len(seeds)}) …")
         reports.append(run_recovery(make(s), seed=s, config=config, **kwargs))
         if on_seed is not None:
             on_seed(reports[-1])
     return reports[0] if len(reports) == 1 else summarise_seeds(reports)
+
+
+def saved_seed_mismatch(saved: dict, *, seed: int, scenario: Scenario, config, scorers: Sequence[str],
+                        k: int | None, rounds: int, fix: str, patience: int, min_precision: float | None,
+                        options: dict | None = None) -> str | None:
+    """Why ``saved`` — one seed's report from an earlier run — cannot stand for seed ``seed`` of a run with these
+    settings; None when it can.
+
+    Compared: the seed; the scenario (name, sizes, class names, number of corrupted labels); the training settings
+    (every field of ``config``); the scorers; and each scorer's loop settings (k — ``None`` means the default,
+    4% of train —, rounds, fixer, patience, precision gate, TracIn options). The data themselves are not: a file
+    edited between the two runs under the same name and sizes is not noticed.
+    """
+    from .loop import default_k
+
+    if not isinstance(saved, dict) or not isinstance(saved.get("scorers"), dict):
+        return "it is not one seed's report (no 'scorers')"
+    if saved.get("seed") != seed:
+        return f"it is seed {saved.get('seed')!r}'s report, not seed {seed}'s"
+    expected = {"scenario": scenario.name, "sizes": scenario.splits.sizes(),
+                "class_names": scenario.splits.train.class_names,
+                "number of corrupted labels": scenario.corruption.n_corrupted}
+    found = {"scenario": saved.get("scenario"), "sizes": saved.get("sizes"),
+             "class_names": saved.get("class_names"),
+             "number of corrupted labels": (saved.get("corruption") or {}).get("n_corrupted")}
+    for key, want in json_safe(expected).items():
+        if found[key] != want:
+            return f"its {key} is {found[key]!r}, this run's is {want!r}"
+    want_config = json_safe(asdict(replace(config, seed=seed)))
+    got_config = saved.get("config") or {}
+    for key, want in want_config.items():
+        if got_config.get(key) != want:
+            return f"it was trained with {key}={got_config.get(key)!r}, this run with {key}={want!r}"
+    if list(saved["scorers"]) != list(scorers):
+        return f"it ran the scorers {', '.join(saved['scorers'])}, this run asks for {', '.join(scorers)}"
+    loop = json_safe({"k": k if k is not None else default_k(len(scenario.splits.train)), "rounds": rounds,
+                      "fix": fix, "patience": patience, "min_precision": min_precision,
+                      "rerank_with_verdicts": False, "warm_start": False, **(options or {})})
+    for name in scorers:
+        got = saved["scorers"][name].get("options") or {}
+        for key in sorted(set(loop) | set(got)):
+            if got.get(key) != loop.get(key):
+                return f"its {name} loop ran with {key}={got.get(key)!r}, this run's has {key}={loop.get(key)!r}"
+    return None
 
 
 def _ci(values) -> dict:

@@ -375,3 +375,45 @@ def test_recover_cli_seeds_saves_each_seed_as_it_finishes(tmp_path):
     for r in rep["per_seed"]:
         assert json.loads((out / "seeds" / f"seed{r['seed']}.json").read_text()) == r
     assert (out / "recovery_curve.png").stat().st_size > 10_000
+
+    # --resume: the two saved seeds are taken as they are (their reports, timings included, come back unchanged:
+    # a rerun would have its own seconds) and only seed 2 runs
+    saved = {s: (out / "seeds" / f"seed{s}.json").read_bytes() for s in (0, 1)}
+    p = _cli("recover", "--quick", "--backbone", "tiny", "--n-train", "40", "--n-val", "20", "--n-test", "20",
+             "--rounds", "1", "--k", "4", "--scorer", "loss,random", "--seeds", "0,1,2", "--resume", "--out", str(out))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stderr.count("finished by an earlier run, taken as it is") == 2 and "seed 2 (3 of 3) …" in p.stderr
+    resumed = json.loads((out / "report.json").read_text())
+    assert resumed["seeds"] == [0, 1, 2] and resumed["per_seed"][:2] == rep["per_seed"]
+    assert resumed["per_seed"][2]["seed"] == 2 and (out / "seeds" / "seed2.json").is_file()
+    assert {s: (out / "seeds" / f"seed{s}.json").read_bytes() for s in (0, 1)} == saved
+
+    # other settings: one line naming the setting, before any training; report and seeds untouched
+    before = {f.name: f.read_bytes() for f in [out / "report.json", *sorted((out / "seeds").iterdir())]}
+    p = _cli("recover", "--quick", "--backbone", "tiny", "--n-train", "40", "--n-val", "20", "--n-test", "20",
+             "--rounds", "2", "--k", "4", "--scorer", "loss,random", "--seeds", "0,1,2", "--resume", "--out", str(out))
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "seed0.json was run with other settings" in p.stderr and "rounds=1, this run's has rounds=2" in p.stderr
+    assert "training" not in p.stderr.split("error:")[0]
+    assert {f.name: f.read_bytes() for f in [out / "report.json", *sorted((out / "seeds").iterdir())]} == before
+
+
+def test_a_saved_seed_stands_in_only_for_the_same_job(seeds_report):
+    from dataclasses import replace
+
+    from gbair_nb.report import saved_seed_mismatch
+
+    _, saved = seeds_report
+    same = dict(seed=1, scenario=toy_scenario(seed=1), config=TINY, scorers=["gbair", "random"], k=4, rounds=2,
+                fix="flip", patience=1, min_precision=None)
+    assert saved_seed_mismatch(saved[1], **same) is None
+    assert "seed 0's report, not seed 1's" in saved_seed_mismatch(saved[0], **same)
+    assert "lr=" in saved_seed_mismatch(saved[1], **{**same, "config": replace(TINY, lr=TINY.lr * 2)})
+    assert "scorers gbair, random" in saved_seed_mismatch(saved[1], **{**same, "scorers": ["random", "gbair"]})
+    assert "k=4, this run's has k=5" in saved_seed_mismatch(saved[1], **{**same, "k": 5})
+    assert "patience=1" in saved_seed_mismatch(saved[1], **{**same, "patience": 2})
+    assert "project=None, this run's has project=64" in saved_seed_mismatch(saved[1], **{**same,
+                                                                                         "options": {"project": 64}})
+    noisier = toy_scenario(p=0.6, seed=1)      # same name and sizes, more labels corrupted
+    assert "its number of corrupted labels is" in saved_seed_mismatch(saved[1], **{**same, "scenario": noisier})
+    assert "not one seed's report" in saved_seed_mismatch({"summary": {}}, **same)

@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the whole job once per seed and report means with 95%% intervals (replaces "
                              "--seed); each seed's report is also saved as DIR/seeds/seedN.json as soon as it is "
                              "done, so a run stopped early keeps the seeds it finished")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --seeds: take the seeds an earlier run with the same settings saved in DIR/seeds "
+                             "as they are and run only the others (a saved seed with other settings is an error, "
+                             "before any training)")
     g = parser.add_argument_group("corruption")
     g.add_argument("--corrupt", type=rate, default=None, metavar="P",
                    help="corruption rate (default: the scenario's; 0.7 of the positives for the built-ins)")
@@ -74,6 +78,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true")
     g.add_argument("--backbone", default="minilm",
                    help="minilm (default), smollm2 (decoder LLM, verbalizer prompt tuning), or a local model folder")
+
+
+def _saved_seeds(args, seeds: Sequence[int], scenarios: dict, **settings) -> dict[int, dict]:
+    """With ``--resume``: the seed reports an earlier run saved in ``DIR/seeds`` for these seeds, each checked
+    against this run's settings (:func:`gbair_nb.report.saved_seed_mismatch`); one that does not match is an error
+    that names the setting, raised before any training. Without ``--resume``: none."""
+    from ..report import saved_seed_mismatch
+
+    if not args.resume:
+        return {}
+    done = {}
+    for s in seeds:
+        path = args.out / "seeds" / f"seed{s}.json"
+        if not path.is_file():
+            continue
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"--resume: cannot read {path} ({e}); move it away to run seed {s} again") from None
+        why = saved_seed_mismatch(saved, seed=s, scenario=scenarios[s][0], k=args.k, fix=args.fix,
+                                  patience=args.patience, min_precision=args.min_precision, **settings)
+        if why:
+            raise ValueError(f"--resume: {path} was run with other settings: {why}. Run with the same settings, "
+                             "or give another --out for these")
+        done[s] = saved
+    return done
 
 
 def _seeds(args) -> list[int]:
@@ -174,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--k {args.k} is more than the {n_train} training examples; choose --k of at most "
                          f"{n_train} (or a larger --n-train)")
     check_fix(args.fix, scenario.splits.train)
+    if args.resume and len(seeds) < 2:
+        raise ValueError("--resume takes up the seeds a --seeds run saved in DIR/seeds; give --seeds with two or "
+                         "more seeds (one seed's run saves only DIR/report.json)")
     log.info(data_note)  # everything checked: now say what will run
     setup(quiet=True)
     from ..train import TrainConfig
@@ -182,21 +215,24 @@ def run(args: argparse.Namespace) -> int:
     # each method its own learning rate; a decoder answers with the dataset's label words
     config = TrainConfig.for_method(args.method, quick=quick, dataset=scenario.splits.train, **overrides)
     rounds = args.rounds or (2 if quick else 5)
+    options = {"variant": args.variant, **({"project": args.project} if args.project else {})}
+    done = _saved_seeds(args, seeds, scenarios, config=config, scorers=scorers, rounds=rounds, options=options)
     log.info(f"scenario {scenario.name}: {scenario.splits.sizes()}, {scenario.corruption.n_corrupted} corrupted "
              f"training labels; scorers {', '.join(scorers)}; quick mode {'on' if quick else 'off'}; "
-             f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
-    trainings = _trainings(scorers, rounds) * len(seeds)
+             f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+             + (f" (finished earlier, taken from {out}/seeds: {', '.join(map(str, done))})" if done else ""))
+    todo = len(seeds) - len(done)
+    trainings = _trainings(scorers, rounds) * todo
     note = estimate_note(estimate_seconds(n_train, config, trainings=trainings),
                          f"at most {trainings:.0f} trainings' worth of work ({rounds} rounds × {len(scorers)} "
-                         f"scorers × {len(seeds)} seed(s); rounds without a validation gain stop early; a cached "
+                         f"scorers × {todo} seed(s); rounds without a validation gain stop early; a cached "
                          "clean reference and round 0 are not trained again)")
-    if note:
+    if note and todo:
         log.info(note)
     from ..distributed import job
     from ..files import figure_bytes, staged_folder, write_atomic
     from ..report import curve_frame, run_recovery_seeds
 
-    options = {"variant": args.variant, **({"project": args.project} if args.project else {})}
     with job() as j:  # under torchrun / accelerate launch: one process of several (docs/distributed.md)
 
         def save_seed(rep: dict) -> None:  # each finished seed, at once (only rank 0 writes)
@@ -204,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
                 (out / "seeds").mkdir(parents=True, exist_ok=True)
                 write_atomic(out / "seeds" / f"seed{rep['seed']}.json", json.dumps(rep, indent=2))
 
-        report = run_recovery_seeds(lambda s: scenarios[s][0], seeds, on_seed=save_seed, scorers=scorers, k=args.k,
+        report = run_recovery_seeds(lambda s: scenarios[s][0], seeds, on_seed=save_seed, done=done, scorers=scorers,
+                                    k=args.k,
                                     rounds=rounds,
                                     fix=args.fix, config=config, patience=args.patience,
                                     min_precision=args.min_precision, compute=j.compute, options=options,
