@@ -34,7 +34,8 @@ from .scenarios import Scenario
 from .scorers import OPTIONAL_SCORERS, SCORERS, Scorer, ScoreContext, rerank
 from .train import Run, TrainConfig, train
 
-__all__ = ["FIXERS", "gbair", "compare_detectors", "DetectorScores", "train_clean_reference", "check_fix", "pick"]
+__all__ = ["FIXERS", "gbair", "loop_options", "compare_detectors", "DetectorScores", "train_clean_reference", "check_fix",
+           "pick"]
 
 
 # ---------------------------------------------------------------------------------------------------- fixers
@@ -165,9 +166,18 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
             on_round(rec)
     bar.close()
     return state.recovery(name, rule, stopped_because=stopped, clean=clean_ref,
-                          options={"k": state.k, "rounds": rounds, "fix": str(fix), "patience": patience,
-                                   "min_precision": min_precision, "rerank_with_verdicts": rerank_with_verdicts,
-                                   "warm_start": warm_start, **options})
+                          options=loop_options(len(base), k=state.k, rounds=rounds, fix=fix, patience=patience,
+                                               min_precision=min_precision, options=options,
+                                               rerank_with_verdicts=rerank_with_verdicts, warm_start=warm_start))
+
+
+def loop_options(n_train: int, *, k: int | None, rounds: int, fix, patience: int, min_precision: float | None,
+                 options: dict | None = None, rerank_with_verdicts: bool = False, warm_start: bool = False) -> dict:
+    """The loop's settings as :func:`gbair` records them in a report (``options``; ``k=None`` is the default
+    budget, 4% of ``n_train``): ``recover --resume`` compares a saved seed's with this run's."""
+    return {"k": default_k(n_train) if k is None else k, "rounds": rounds, "fix": str(fix), "patience": patience,
+            "min_precision": min_precision, "rerank_with_verdicts": rerank_with_verdicts, "warm_start": warm_start,
+            **(options or {})}
 
 
 # ------------------------------------------------------------------------------------------ detection metrics

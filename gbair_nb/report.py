@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import kept_round, mean_ci
-from .recovery import check_fix, gbair
+from .recovery import check_fix, gbair, loop_options
 from .scenarios import Scenario
 from .scorers import SCORERS
 
@@ -160,8 +160,6 @@ def saved_seed_mismatch(saved: dict, *, seed: int, scenario: Scenario, config, s
     4% of train —, rounds, fixer, patience, precision gate, TracIn options). The data themselves are not: a file
     edited between the two runs under the same name and sizes is not noticed.
     """
-    from .loop import default_k
-
     if not isinstance(saved, dict) or not isinstance(saved.get("scorers"), dict):
         return "it is not one seed's report (no 'scorers')"
     if saved.get("seed") != seed:
@@ -182,9 +180,8 @@ def saved_seed_mismatch(saved: dict, *, seed: int, scenario: Scenario, config, s
             return f"it was trained with {key}={got_config.get(key)!r}, this run with {key}={want!r}"
     if list(saved["scorers"]) != list(scorers):
         return f"it ran the scorers {', '.join(saved['scorers'])}, this run asks for {', '.join(scorers)}"
-    loop = json_safe({"k": k if k is not None else default_k(len(scenario.splits.train)), "rounds": rounds,
-                      "fix": fix, "patience": patience, "min_precision": min_precision,
-                      "rerank_with_verdicts": False, "warm_start": False, **(options or {})})
+    loop = json_safe(loop_options(len(scenario.splits.train), k=k, rounds=rounds, fix=fix, patience=patience,
+                                  min_precision=min_precision, options=options))
     for name in scorers:
         got = saved["scorers"][name].get("options") or {}
         for key in sorted(set(loop) | set(got)):
