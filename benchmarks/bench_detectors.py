@@ -20,6 +20,8 @@ logistic-regression model finds most likely among the wrong ones, out-of-fold: f
     python benchmarks/bench_detectors.py --summary-only
     python benchmarks/bench_detectors.py --summary-only --combine gbair_balanced_unit+probe
     python benchmarks/bench_detectors.py --summary-only --budget gbair_balanced_unit,probe   # how k should scale
+    python benchmarks/bench_detectors.py --auto      # which scorer "auto" picks per cell and seed (probe only)
+    python benchmarks/bench_detectors.py --auto --auto-rates 0.1,0.2,0.3,0.5 --seeds 0,1,2   # milder one-way noise
 """
 from __future__ import annotations
 
@@ -162,6 +164,64 @@ def combine(results: Path, names: list[str]) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
+def auto_choices(results: Path, datasets: list[str], modes: list[str], seeds: list[int], *,
+                 backbone: str = "minilm", quick: bool = False, save: bool = True) -> list[dict]:
+    """What ``scorer="auto"`` picks in each saved (cell, seed), and why: one dict per (cell, seed) with
+    :func:`gbair_nb.scorers.auto_choice`'s answer. Nothing is trained: the cell's scenario is rebuilt (the same
+    noisy labels its JSON was scored on) and the trusted probe is fit on its validation set with the settings the
+    loop fits it with. Auto ranks with the scorer it picks, so its round-1 metrics in a cell are that scorer's,
+    read from the cell's JSON (``scripts/check_results.py``'s ``auto`` table). Written to ``results/auto/choices.json``
+    (``save=False``: only returned)."""
+    from gbair_nb.probe import TrustedProbe
+    from gbair_nb.scenarios import QUICK_SCENARIO
+    from gbair_nb.scorers import ScoreContext, auto_choice
+    from gbair_nb.train import TrainConfig
+
+    rows = []
+    for dataset in datasets:
+        for mode in modes:
+            for seed in seeds:
+                if not (results / f"{dataset}__{mode}__seed{seed}.json").exists():
+                    continue
+                t0 = time.perf_counter()
+                sc = make_cell(dataset, mode, seed, QUICK_SCENARIO if quick else None)
+                config = TrainConfig.for_method("prompt_tuning", quick=quick, seed=seed, backbone=backbone)
+                probe = TrustedProbe(sc.splits.val, backbone=backbone, max_length=config.max_length, seed=seed)
+                ctx = ScoreContext(None, sc.train, sc.splits.val, config, seed=seed, cache={"probe": probe})
+                c = auto_choice(ctx)
+                rows.append({"dataset": dataset, "mode": mode, "seed": seed, **c})
+                print(f"  {dataset} {mode} seed {seed}: one-way share {c['one_way_share']:.3f} → {c['scorer']} "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    if save:
+        (results / "auto").mkdir(exist_ok=True)
+        (results / "auto" / "choices.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def auto_at_rates(datasets: list[str], rates: list[float], seeds: list[int], *, backbone: str = "minilm") -> list[dict]:
+    """The one-way share auto sees in each dataset's class-conditional scenario at other corruption rates ``rates``
+    (the fraction of the positives labelled negative; the built-in scenarios use 0.7): where milder one-way noise
+    crosses auto's threshold. Probe only, nothing trained; printed, not saved."""
+    from gbair_nb.probe import TrustedProbe
+    from gbair_nb.scenarios import SCENARIOS, make_scenario
+    from gbair_nb.scorers import ScoreContext, auto_choice
+    from gbair_nb.train import TrainConfig
+
+    rows = []
+    for dataset in datasets:
+        spec = {k: v for k, v in SCENARIOS[dataset].items() if k != "dataset"}
+        for p in rates:
+            for seed in seeds:
+                sc = make_scenario(dataset, seed=seed, **{**spec, "p": p})
+                config = TrainConfig.for_method("prompt_tuning", seed=seed, backbone=backbone)
+                probe = TrustedProbe(sc.splits.val, backbone=backbone, max_length=config.max_length, seed=seed)
+                c = auto_choice(ScoreContext(None, sc.train, sc.splits.val, config, seed=seed, cache={"probe": probe}))
+                rows.append({"dataset": dataset, "p": p, "seed": seed, **c})
+                print(f"  {dataset} class-conditional p = {p:g}, seed {seed}: {sc.corruption.n_corrupted} wrong labels, "
+                      f"one-way share {c['one_way_share']:.3f} → {c['scorer']}", flush=True)
+    return rows
+
+
 BUDGET_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -258,17 +318,35 @@ def main() -> None:
     ap.add_argument("--backbone", default="minilm", help="minilm (default); tiny for a smoke test")
     ap.add_argument("--combine", action="append", default=[], metavar="A+B",
                     help="also judge the rank-mean of these scorers from the saved scores (repeatable)")
+    ap.add_argument("--auto", action="store_true",
+                    help="which scorer auto picks in each saved cell and seed (fits the trusted probe only, no "
+                         "training); writes results/auto/choices.json")
+    ap.add_argument("--auto-rates", default=None, metavar="P1,P2",
+                    help="with --auto: also the one-way share in each dataset's class-conditional scenario at these "
+                         "corruption rates (printed only)")
     ap.add_argument("--budget", default=None, metavar="A,B",
                     help="from the saved scores: each scorer's batch precision as k grows against the probe's "
                          "estimate of how many labels are wrong")
     args = ap.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
-    if not args.summary_only:
+    if args.auto:
         from gbair_nb.config import setup
-        from gbair_nb.scorers import OPTIONAL_SCORERS, SCORERS
 
         setup(quiet=True)
-        scorers = ([s for s in SCORERS if s != "gbair" and s not in OPTIONAL_SCORERS] if args.scorers == "all"
+        seeds = [int(s) for s in args.seeds.split(",")]
+        if args.auto_rates:
+            auto_at_rates(args.datasets.split(","), [float(p) for p in args.auto_rates.split(",")], seeds,
+                          backbone=args.backbone)
+        else:
+            auto_choices(args.results, args.datasets.split(","), args.modes.split(","), seeds, backbone=args.backbone,
+                         quick=args.quick)
+        return
+    if not args.summary_only:
+        from gbair_nb.config import setup
+        from gbair_nb.scorers import ALIASES, OPTIONAL_SCORERS, SCORERS
+
+        setup(quiet=True)
+        scorers = ([s for s in SCORERS if s not in ALIASES and s not in OPTIONAL_SCORERS] if args.scorers == "all"
                    else args.scorers.split(","))
         for seed in [int(s) for s in args.seeds.split(",")]:
             for dataset in args.datasets.split(","):

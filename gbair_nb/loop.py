@@ -112,6 +112,7 @@ class Recovery:
     clean: dict | None = None  # metrics of the same model trained on the true labels
     options: dict = field(default_factory=dict)
     history: list = field(default_factory=list, repr=False)  # (labels, kept) the model of each round trained on
+    chosen: dict | None = None  # scorer="auto": which scorer it chose and why (gbair_nb.scorers.auto_choice)
 
     def frame(self) -> pd.DataFrame:
         """One row per round."""
@@ -133,6 +134,8 @@ class Recovery:
     def summary(self) -> dict:
         out = {"scorer": self.scorer, "final_round": self.final_round, "stopped_because": self.stopped_because,
                "rounds": [asdict(r) for r in self.rounds], "options": self.options}
+        if self.chosen is not None:
+            out["chosen"] = self.chosen
         if self.clean is not None:
             out["recovered_fraction"] = {m: self.recovered(m) for m in ("test_macro_f1", "test_accuracy")}
         return out
@@ -349,10 +352,10 @@ class LoopState:
         return self.pending
 
     def recovery(self, scorer: str, rule: StoppingRule, *, stopped_because: str, clean: dict | None = None,
-                 options: dict | None = None) -> Recovery:
+                 options: dict | None = None, chosen: dict | None = None) -> Recovery:
         """The loop's outcome: every record, and the labels of the round ``rule`` keeps."""
         kept_round = rule.kept_round(self.records)
         labels, kept = self.history[kept_round]
         return Recovery(scorer=scorer, rounds=list(self.records), labels=labels.copy(), kept=kept.copy(),
                         final_round=kept_round, stopped_because=stopped_because, clean=clean,
-                        options=dict(options or {}), history=list(self.history))
+                        options=dict(options or {}), history=list(self.history), chosen=chosen)

@@ -122,6 +122,23 @@ class TrustedProbe:
         """Expected number of wrong labels in ``ds``."""
         return float(self.p_wrong(ds).sum())
 
+    def flip_rates(self, ds: TextDataset) -> np.ndarray:
+        """(C, C) estimated noise: entry [i, j] (i ≠ j) is the fraction of the examples of true class i that carry
+        label j in ``ds``; the diagonal is 0.
+
+        With the probe's class probabilities as soft truth, the expected number of examples of true class i among
+        those labelled j is Σ_{z labelled j} p_probe(i | z); dividing by the expected size of class i turns counts
+        into rates, so a large class does not look noisier just because it is large. (Confident learning's
+        estimate of the noise matrix, with a probe that never saw these labels as its model.)
+        """
+        p = self.proba(ds.texts)
+        joint = np.zeros((self.num_classes, self.num_classes))  # [true, given]
+        for j in range(self.num_classes):
+            joint[:, j] = p[ds.labels == j].sum(0)
+        rates = joint / np.clip(joint.sum(1, keepdims=True), 1e-12, None)
+        np.fill_diagonal(rates, 0.0)
+        return rates
+
 
 def probe_of(ctx) -> TrustedProbe:
     """The probe of a :class:`gbair_nb.recovery.ScoreContext`: fit on its (clean) validation set with its run's

@@ -31,7 +31,7 @@ from .data import TextDataset
 from .loop import LOCAL, Compute, LoopState, Recovery, RoundRecord, StoppingRule, default_k, round_metrics
 from .metrics import detection_metrics
 from .scenarios import Scenario
-from .scorers import OPTIONAL_SCORERS, SCORERS, Scorer, ScoreContext, rerank
+from .scorers import ALIASES, OPTIONAL_SCORERS, SCORERS, Scorer, ScoreContext, auto_choice, rerank
 from .train import Run, TrainConfig, train
 
 __all__ = ["FIXERS", "gbair", "loop_options", "compare_detectors", "DetectorScores", "train_clean_reference", "check_fix",
@@ -91,6 +91,9 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
     Args:
         scenario: clean splits + corrupted training labels (:func:`make_scenario`).
         scorer: a name in ``registry`` or ``f(ScoreContext) -> (n_train,) scores`` (higher = more suspect).
+            ``"auto"`` decides once, on the labels the loop starts from, between the G-BAIR default and the probe
+            (:func:`gbair_nb.scorers.auto_choice`), keeps that scorer for every round and records the choice in
+            ``Recovery.chosen``.
         k: examples flagged per round (default :func:`default_k` of the training-set size).
         rounds: at most this many fix-and-retrain rounds.
         fix: ``"flip"`` (binary), ``"predict"``, ``"remove"``, or ``f(flagged_positions, labels, ctx) ->
@@ -129,7 +132,7 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
     clean_ref = train_clean_reference(scenario, config, compute=compute) if clean is True else (clean or None)
     val, test = scenario.splits.val, scenario.splits.test
     bar = tqdm(total=rounds + 1, desc=f"recovery ({name})", disable=not verbose, leave=False)
-    run, stopped = None, "rounds"
+    run, stopped, chosen = None, "rounds", None
     while True:
         t0 = time.perf_counter()
         _, current = state.current()
@@ -146,6 +149,11 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
         if stop is None:  # score the examples still in training, flag the top k not yet reviewed, fix them
             ctx = ScoreContext(run, current, val, config, seed=seed + rec.round, options=options,
                                round=state.round, compute=compute)
+            if scorer == "auto" and chosen is None:  # decided on the starting labels, kept for every round
+                chosen = auto_choice(ctx)
+                score_fn = registry[chosen["scorer"]]
+                if verbose:
+                    tqdm.write(f"auto: {chosen['reason']}")
             scores = np.asarray(score_fn(ctx), dtype=np.float64)
             if rerank_with_verdicts and state.verdicts:
                 scores = rerank(ctx, scores, *state.verdict_examples())
@@ -165,7 +173,7 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
         if on_round:
             on_round(rec)
     bar.close()
-    return state.recovery(name, rule, stopped_because=stopped, clean=clean_ref,
+    return state.recovery(name, rule, stopped_because=stopped, clean=clean_ref, chosen=chosen,
                           options=loop_options(len(base), k=state.k, rounds=rounds, fix=fix, patience=patience,
                                                min_precision=min_precision, options=options,
                                                rerank_with_verdicts=rerank_with_verdicts, warm_start=warm_start))
@@ -210,8 +218,8 @@ def compare_detectors(scenario: Scenario, *, scorers: Sequence[str] | None = Non
     ctx = ScoreContext(run, train_ds, scenario.splits.val, config, seed=seed, options=dict(options or {}),
                        compute=compute)
     rows, raw = [], DetectorScores()
-    if scorers is None:  # every registered scorer that needs nothing optional ("gbair" is one of the variants)
-        scorers = [s for s in registry if s not in OPTIONAL_SCORERS and s != "gbair"]
+    if scorers is None:  # every registered scorer that needs nothing optional, aliases ("gbair", "auto") left out
+        scorers = [s for s in registry if s not in OPTIONAL_SCORERS and s not in ALIASES]
     for name in tqdm(list(scorers), desc="scorers", disable=not verbose, leave=False):
         t0 = time.perf_counter()
         s = np.asarray(pick(name, registry, "scorer")(ctx), dtype=np.float64)

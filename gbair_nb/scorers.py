@@ -12,6 +12,8 @@ their sharded twins in a distributed job), so a scorer is the same code on one p
   (:data:`DEFAULT_GBAIR`, ``gbair_balanced_unit``: chosen by measurement, docs/benchmarks.md "Detectors").
 - Baselines: random, loss, margin, EL2N, GraNd, self-influence, cleanlab (confident learning on out-of-sample
   probabilities), and a trusted probe (:mod:`gbair_nb.probe`) fit on the clean validation set only.
+- ``"auto"`` (the main job's default): the G-BAIR default when the probe estimates that the wrong labels point one
+  way, the probe when they point both ways (:func:`auto_choice`; docs/benchmarks.md measures why).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from .peers import score_ekfac
 from .train import Run, TrainConfig, train
 
 __all__ = ["ScoreContext", "Scorer", "SCORERS", "OPTIONAL_SCORERS", "GBAIR_VARIANTS", "DEFAULT_GBAIR",
-           "class_influence", "rerank", "out_of_sample_probs"]
+           "ALIASES", "AUTO_ONE_WAY", "auto_choice", "class_influence", "rerank", "out_of_sample_probs"]
 
 
 @dataclass
@@ -198,6 +200,48 @@ def _score_probe(ctx: ScoreContext) -> np.ndarray:
     return probe_of(ctx).p_wrong(ctx.train)
 
 
+# ``auto``: which scorer to trust depends on the noise. G-BAIR's class-balanced TracIn wins when the wrong labels all
+# point one way (class-conditional noise: positives labelled negative); the trusted probe wins when they point both
+# ways (uniform or confusable noise). The probe also estimates which of the two the data has, before any scoring.
+AUTO_ONE_WAY = 0.9  # "one-directional": at least this share of the estimated flip rate goes one way (class → class)
+
+
+def auto_choice(ctx: ScoreContext) -> dict:
+    """What ``scorer="auto"`` uses on ``ctx``'s labels, and why: ``{"scorer", "one_way_share", "flip_rates",
+    "reason"}``.
+
+    The trusted probe (fit on the clean validation set) estimates the noise as flip rates, the fraction of each true
+    class that carries each other label (:meth:`gbair_nb.probe.TrustedProbe.flip_rates`). ``one_way_share`` is the
+    largest rate over the sum of all of them: 1 when every wrong label points the same way, 1/2 for two classes
+    flipped at equal rates. At or above :data:`AUTO_ONE_WAY` the G-BAIR default (:data:`DEFAULT_GBAIR`) scores,
+    otherwise the probe. Measured only on two-class data (docs/benchmarks.md, "Which scorer does auto pick?"): with
+    more classes the share is not a reliable sign (the 3-class tweets' natural neutral/positive confusion spreads it)
+    and auto keeps the G-BAIR default.
+    """
+    from .probe import probe_of
+
+    rates = probe_of(ctx).flip_rates(ctx.train)
+    share = float(rates.max() / rates.sum()) if rates.sum() > 0 else 1.0
+    i, j = np.unravel_index(int(rates.argmax()), rates.shape)
+    way = f"{ctx.train.class_names[i]} → {ctx.train.class_names[j]}"
+    if len(rates) > 2:
+        scorer, reason = DEFAULT_GBAIR, (f"{len(rates)} classes: the one-way share ({share:.2f}) was measured on two "
+                                         "classes only, so the G-BAIR default scores")
+    elif share >= AUTO_ONE_WAY:
+        scorer, reason = DEFAULT_GBAIR, (f"noise looks one-directional ({share:.2f} of the estimated flip rate is "
+                                         f"{way}, ≥ {AUTO_ONE_WAY}): G-BAIR's class-balanced TracIn scores")
+    else:
+        scorer, reason = "probe", (f"noise looks two-directional (only {share:.2f} of the estimated flip rate is "
+                                   f"{way}, < {AUTO_ONE_WAY}): the trusted probe scores")
+    return {"scorer": scorer, "one_way_share": share, "flip_rates": rates.tolist(), "reason": reason}
+
+
+def _score_auto(ctx: ScoreContext) -> np.ndarray:
+    """The G-BAIR default when the probe sees one-directional noise, the probe otherwise (:func:`auto_choice`). The
+    loop (:func:`gbair_nb.recovery.gbair`) decides once, on the labels it starts from, and keeps that scorer."""
+    return SCORERS[auto_choice(ctx)["scorer"]](ctx)
+
+
 def rerank(ctx: ScoreContext, scores: np.ndarray, judged: TextDataset, wrong: np.ndarray) -> np.ndarray:
     """Re-rank ``scores`` (higher = more suspect) with what a person said about the examples already reviewed.
 
@@ -270,7 +314,10 @@ SCORERS: dict[str, Scorer] = {
     "self_influence": _score_self_influence,
     "cleanlab": _score_cleanlab,
     "probe": _score_probe,
+    "auto": _score_auto,  # the G-BAIR default or the probe, whichever the noise calls for (auto_choice)
     "ekfac": score_ekfac,  # EK-FAC influence functions (gbair_nb.peers): needs kronfluence; not for prompt tuning
 }
 # Scorers that need an optional package or a particular PET method: never part of "all"
 OPTIONAL_SCORERS = frozenset({"ekfac"})
+# Names that score with another registered scorer ("gbair" is DEFAULT_GBAIR, "auto" it or the probe): not in "all"
+ALIASES = frozenset({"gbair", "auto"})

@@ -22,6 +22,8 @@ Kinds:
     methods FILE [FILE …]        the PET-methods table; a later file fills the columns an earlier one left empty
     detectors [METRIC]           bench_detectors' scorer × cell matrix (default auprc), mean ± 95% CI over seeds
     budget SCORER [SCORER …]     bench_detectors' batch precision as k grows against the probe's n̂ (saved scores)
+    auto                         what scorer="auto" picked per cell (bench_detectors --auto) and its round-1 AP
+    auto-loops NAME [NAME …]     the saved loops as auto would have run them (the scorer it picked, per seed)
     loops NAME                   a saved ``recover`` report (results/loops/NAME.json): the default's loops per scorer
     patience NAME [NAME …]       those loops replayed with patience 1 beside the patience they ran with
     fixers                       bench_fixers' table: every fixer on the same round-0 model, mean ± 95% CI over seeds
@@ -275,6 +277,93 @@ def patience_table(results: Path, *names: str) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------- auto: which scorer when
+def _auto_choices(results: Path) -> dict:
+    """(dataset, mode, seed) → what ``scorer="auto"`` picked there (``bench_detectors.py --auto``)."""
+    return {(c["dataset"], c["mode"], c["seed"]): c for c in _load(results / "detectors" / "auto" / "choices.json")}
+
+
+def auto_table(results: Path) -> str:
+    """``bench_detectors.py --auto``: per cell, the one-way share of the estimated noise on each seed (min–max),
+    what auto picked, and auto's round-1 average precision — the picked scorer's, seed by seed — beside the G-BAIR
+    default's, the probe's and the best single scorer's (mean ± 95% half-width). The last column is issue 17's goal
+    4a for auto: its mean inside the best single scorer's interval, or above it."""
+    import pandas as pd
+
+    from gbair_nb.report import detector_matrix, detector_results
+
+    rows = detector_results(results / "detectors")
+    picks = _auto_choices(results)
+    m = detector_matrix(rows, "auprc")
+    lines = ["| cell | seeds | one-way share | auto picked | auto | gbair_balanced_unit | probe | best single scorer "
+             "| auto within the best's interval |", "|---|---|---|---|---:|---:|---:|---:|---|"]
+    for cell in sorted(m["cell"].unique()):
+        dataset, mode = cell.split("/")
+        seeds = sorted(rows.loc[(rows["dataset"] == dataset) & (rows["mode"] == mode), "seed"].unique())
+        missing = [s for s in seeds if (dataset, mode, int(s)) not in picks]
+        if missing:
+            raise CheckError(f"auto: no choice saved for {cell} seed {missing[0]}; run benchmarks/bench_detectors.py "
+                             "--auto")
+        chosen = [picks[dataset, mode, int(s)] for s in seeds]
+        ap = pd.Series({int(s): float(rows.loc[(rows["dataset"] == dataset) & (rows["mode"] == mode)
+                                               & (rows["seed"] == s) & (rows["scorer"] == c["scorer"]), "auprc"]
+                                      .iloc[0]) for s, c in zip(seeds, chosen)})
+        mean, half, _ = mean_ci(ap.to_numpy())
+        cm = m[m["cell"] == cell].set_index("scorer")
+        best = cm.loc[cm["best"].iloc[0]]
+
+        def pm(mu, h):
+            return f"{mu:.3f}" + (f" ± {h:.3f}" if h == h else "")
+
+        shares = [c["one_way_share"] for c in chosen]
+        names = sorted({c["scorer"] for c in chosen})
+        within = mean >= best["mean"] - (best["half"] if best["half"] == best["half"] else 0.0)
+        lines.append("| " + " | ".join([
+            f"{dataset} {mode}", ", ".join(str(int(s)) for s in seeds), f"{min(shares):.2f}–{max(shares):.2f}",
+            " / ".join(f"{n} ({sum(c['scorer'] == n for c in chosen)})" for n in names), pm(mean, half),
+            pm(cm.loc["gbair_balanced_unit", "mean"], cm.loc["gbair_balanced_unit", "half"]),
+            pm(cm.loc["probe", "mean"], cm.loc["probe", "half"]),
+            f"{cm['best'].iloc[0]} {pm(best['mean'], best['half'])}", "yes" if within else "**no**"]) + " |")
+    return "\n".join(lines)
+
+
+def auto_loops_table(results: Path, *names: str) -> str:
+    """The saved loops (``results/loops/NAME.json``) as auto would have run them: on each seed auto scores with the
+    scorer it picked there (``detectors/auto/choices.json``; the loop decides once, on the labels it starts from, and keeps it), so
+    its loop is that scorer's saved loop. Per file: the picks, the wrong labels at the kept round (per seed) of
+    auto, the G-BAIR default and the probe, and the least precise batch auto's kept labels carry."""
+    if not names:
+        raise CheckError("auto-loops: name at least one saved loops file (results/loops/NAME.json)")
+    picks = _auto_choices(results)
+    lines = ["| loops | seeds | auto picked | wrong labels: round 0 → auto kept | G-BAIR default kept | probe kept | "
+             "auto's least precise kept batch |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        rep = _load(results / "loops" / f"{name}.json")
+        reports = rep.get("per_seed") or [rep]
+        mode = rep["corruption"]["mode"]
+        chosen = []
+        for r in reports:
+            key = (rep["dataset"], mode, r["seed"])
+            if key not in picks:
+                raise CheckError(f"auto-loops: no choice saved for {key}; run benchmarks/bench_detectors.py --auto")
+            chosen.append(picks[key]["scorer"])
+
+        def kept(scorers):
+            return [kept_round(r["scorers"][s])["wrong_labels_remaining"] for r, s in zip(reports, scorers)]
+
+        auto = [r["scorers"][s] for r, s in zip(reports, chosen)]
+        batches = [q["rounds"][i]["flagged_precision"] for q in auto for i in range(1, q["final_round"] + 1)]
+        lines.append("| " + " | ".join([
+            name, ", ".join(str(r["seed"]) for r in reports),
+            " / ".join(f"{n} ({chosen.count(n)})" for n in sorted(set(chosen))),
+            f"{reports[0]['scorers'][chosen[0]]['rounds'][0]['wrong_labels_remaining']} → "
+            + ", ".join(map(str, kept(chosen))) + f" ({_mean_pm(kept(chosen), 1)})",
+            ", ".join(map(str, kept(["gbair_balanced_unit"] * len(reports)))),
+            ", ".join(map(str, kept(["probe"] * len(reports)))),
+            f"{min(batches):.2f}" if batches else "none kept"]) + " |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------- fixers compared
 def fixers_table(results: Path, dataset: str = "sms_spam") -> str:
     """``benchmarks/bench_fixers.py --summary-only [--dataset D]``: per fixer, mean ± 95% half-width over seeds of the
@@ -375,6 +464,8 @@ def rendered_table(results: Path, mode: str = "full", timings: str = "docs/rende
 
 KINDS: dict[str, Callable[..., str]] = {
     "detectors": detectors_table,
+    "auto": auto_table,
+    "auto-loops": auto_loops_table,
     "fixers": fixers_table,
     "budget": budget_table,
     "peers": peers_table,

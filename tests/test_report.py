@@ -95,6 +95,19 @@ def test_recover_cli_writes_report_and_curve(tmp_path):
         assert res["options"]["patience"] == 2 and res["options"]["min_precision"] == 0.5
 
 
+def test_recover_cli_default_scorer_is_auto_and_says_what_it_chose(tmp_path):
+    out = tmp_path / "auto"
+    p = _cli("recover", "--quick", "--backbone", "tiny", "--n-train", "60", "--n-val", "30", "--n-test", "30",
+             "--rounds", "1", "--k", "5", "--out", str(out))
+    assert p.returncode == 0, p.stderr[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert set(rep["scorers"]) == {"auto", "random"}
+    chosen = rep["scorers"]["auto"]["chosen"]
+    assert chosen["scorer"] in {"gbair_balanced_unit", "probe"} and 0.5 <= chosen["one_way_share"] <= 1.0
+    assert np.shape(chosen["flip_rates"]) == (2, 2) and "chosen" not in rep["scorers"]["random"]
+    assert f"auto chose {chosen['scorer']}: {chosen['reason']}" in p.stdout
+
+
 def test_recover_cli_full_fine_tuning_with_gmt(tmp_path):
     # every parameter trainable, GMT masking the updates: G-BAIR's TracIn streams full-size gradients in small chunks
     out = tmp_path / "full"

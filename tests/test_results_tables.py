@@ -109,3 +109,54 @@ def test_replaying_each_saved_minilm_loop_with_its_own_patience_keeps_the_round_
                 assert replayed_round(res, res["options"]["patience"]) == kept_round(res), (path.name, name)
                 n += 1
     assert n >= 18
+
+
+def _bench_detectors():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_detectors
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return bench_detectors
+
+
+def test_the_saved_loops_ran_on_the_matrix_cells_own_scenarios():
+    """The auto-loops table reads auto's loops off the saved loops, with auto's pick taken from the matrix cell of
+    the same seed. That needs the same noisy labels and the same trusted probe: in every saved loop, the probe's
+    round-1 flags are the top k of the probe scores the matrix saved for that cell and seed."""
+    import numpy as np
+
+    make_cell = _bench_detectors().make_cell
+    n = 0
+    for path in sorted((ROOT / "benchmarks" / "results" / "loops").glob("*.json")):
+        rep = json.loads(path.read_text())
+        for r in rep.get("per_seed") or [rep]:
+            mode, seed = rep["corruption"]["mode"], r["seed"]
+            saved = ROOT / "benchmarks" / "results" / "detectors" / "scores" / f"{rep['dataset']}__{mode}__seed{seed}.npz"
+            probe = r["scorers"]["probe"]
+            with np.load(saved) as z:
+                scores, truth = z["score:probe"], z["is_corrupted"]
+            cell = make_cell(rep["dataset"], mode, seed)
+            assert np.array_equal(cell.corruption.is_corrupted, truth), (path.name, seed)
+            top = np.argsort(-scores, kind="stable")[:probe["options"]["k"]]
+            assert sorted(cell.splits.train.ids[top].tolist()) == sorted(probe["rounds"][1]["flagged_ids"]), \
+                (path.name, seed)
+            n += 1
+    assert n == 18
+
+
+@pytest.mark.parametrize("mode", ["class_conditional", "uniform"])
+def test_auto_s_saved_choice_is_what_auto_choice_computes_on_minilm(mode):
+    """benchmarks/results/detectors/auto/choices.json against the code, on one SMS cell per regime at full size."""
+    import numpy as np
+
+    from gbair_nb.config import setup
+
+    setup(quiet=True)
+    bench = _bench_detectors()
+    saved = json.loads((ROOT / "benchmarks" / "results" / "detectors" / "auto" / "choices.json").read_text())
+    want = next(c for c in saved if (c["dataset"], c["mode"], c["seed"]) == ("sms_spam", mode, 0))
+    got = bench.auto_choices(ROOT / "benchmarks" / "results" / "detectors", ["sms_spam"], [mode], [0], save=False)[0]
+    assert got["scorer"] == want["scorer"] == ("gbair_balanced_unit" if mode == "class_conditional" else "probe")
+    assert got["one_way_share"] == pytest.approx(want["one_way_share"], abs=1e-6)
+    np.testing.assert_allclose(got["flip_rates"], want["flip_rates"], atol=1e-6)

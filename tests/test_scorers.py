@@ -118,3 +118,115 @@ def test_rerank_moves_the_twin_of_a_confirmed_wrong_label_up():
     assert others[np.argmax(out[others])] == 3
     assert np.all((0 <= out) & (out <= 1))
     np.testing.assert_array_equal(rerank(ctx, flat, judged.subset([]), np.zeros(0, bool)), flat)
+
+
+# ------------------------------------------------------------------------------------- auto: which noise is it?
+class _FixedProbe:
+    """A stand-in for a fitted TrustedProbe: its class probabilities are given, the rest is TrustedProbe's code."""
+
+    def __init__(self, proba):
+        from gbair_nb.probe import TrustedProbe
+
+        self._p = np.asarray(proba, dtype=float)
+        self.num_classes = self._p.shape[1]
+        self.flip_rates = TrustedProbe.flip_rates.__get__(self)
+
+    def proba(self, texts):
+        assert len(texts) == len(self._p)
+        return self._p
+
+
+def _labelled(labels, names=("ham", "spam", "other")):
+    from gbair_nb.data import TextDataset
+
+    labels = np.asarray(labels)
+    k = int(labels.max()) + 1 if len(labels) else 2
+    return TextDataset(np.arange(len(labels)), [f"t{i}" for i in range(len(labels))], labels, list(names[:max(k, 2)]))
+
+
+def test_flip_rates_are_the_noise_matrix_when_the_probe_knows_the_truth():
+    # closed form: 10 true spam, 3 of them labelled ham; 20 true ham, 2 labelled spam; a probe certain of the truth
+    truth = np.array([1] * 10 + [0] * 20)
+    given = truth.copy()
+    given[:3] = 0
+    given[10:12] = 1
+    probe = _FixedProbe(np.eye(2)[truth])
+    np.testing.assert_allclose(probe.flip_rates(_labelled(given)), [[0.0, 2 / 20], [3 / 10, 0.0]])
+
+
+def test_flip_rates_with_soft_probabilities_equal_a_loop_over_examples():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(3), size=25)
+    given = rng.integers(0, 3, size=25)
+    joint = np.zeros((3, 3))  # [true, given], by the definition, one example at a time
+    for z in range(25):
+        for i in range(3):
+            joint[i, given[z]] += p[z, i]
+    want = joint / joint.sum(1, keepdims=True)
+    np.fill_diagonal(want, 0.0)
+    np.testing.assert_allclose(_FixedProbe(p).flip_rates(_labelled(given)), want)
+
+
+def _auto_ctx(proba, labels):
+    ds = _labelled(labels)
+    return ScoreContext(run=None, train=ds, val=ds, config=None, cache={"probe": _FixedProbe(proba)})
+
+
+def test_auto_picks_gbair_for_one_way_noise_and_the_probe_for_two_way_noise():
+    from gbair_nb.scorers import AUTO_ONE_WAY, DEFAULT_GBAIR, auto_choice
+
+    truth = np.array([1] * 10 + [0] * 30)
+    one_way = truth.copy()
+    one_way[:5] = 0  # half the spam labelled ham, no ham labelled spam
+    c = auto_choice(_auto_ctx(np.eye(2)[truth], one_way))
+    assert c["scorer"] == DEFAULT_GBAIR and c["one_way_share"] == 1.0 and "spam → ham" in c["reason"]
+    both = one_way.copy()
+    both[10:25] = 1  # and half the ham labelled spam: equal rates both ways
+    c = auto_choice(_auto_ctx(np.eye(2)[truth], both))
+    assert c["scorer"] == "probe" and c["one_way_share"] == pytest.approx(0.5)
+    # either side of the threshold: spam → ham at 1/2, and 1 (then 4) of the 30 ham labelled spam
+    edge = one_way.copy()
+    edge[10] = 1  # share (1/2) / (1/2 + 1/30) = 15/16
+    c = auto_choice(_auto_ctx(np.eye(2)[truth], edge))
+    assert c["one_way_share"] == pytest.approx(15 / 16) and c["scorer"] == DEFAULT_GBAIR
+    edge[10:14] = 1  # share (1/2) / (1/2 + 4/30) = 15/19
+    c = auto_choice(_auto_ctx(np.eye(2)[truth], edge))
+    assert c["one_way_share"] == pytest.approx(15 / 19) and 15 / 19 < AUTO_ONE_WAY and c["scorer"] == "probe"
+
+
+def test_auto_keeps_gbair_with_more_than_two_classes_and_says_why():
+    from gbair_nb.scorers import DEFAULT_GBAIR, auto_choice
+
+    truth = np.array([0] * 10 + [1] * 10 + [2] * 10)
+    given = truth.copy()
+    given[:2], given[10:12], given[20:22] = 1, 2, 0  # two-way (all ways) noise, three classes
+    c = auto_choice(_auto_ctx(np.eye(3)[truth], given))
+    assert c["scorer"] == DEFAULT_GBAIR and "3 classes" in c["reason"] and c["one_way_share"] < 0.5
+
+
+def test_auto_in_the_loop_decides_once_and_is_the_loop_of_what_it_chose(monkeypatch):
+    import gbair_nb.recovery as recovery
+    from gbair_nb.scorers import DEFAULT_GBAIR
+    from test_recovery import TINY, toy_scenario
+
+    calls = []
+    real = recovery.auto_choice
+
+    def counted(ctx):
+        calls.append(ctx.round)
+        return real(ctx)
+
+    monkeypatch.setattr(recovery, "auto_choice", counted)
+    sc = toy_scenario()
+    kw = dict(k=4, rounds=2, config=TINY, clean=False, patience=3, verbose=False)
+    auto = recovery.gbair(sc, scorer="auto", **kw)
+    assert calls == [1], "auto decides on the starting labels and keeps its scorer for every round"
+    assert auto.chosen["scorer"] in {DEFAULT_GBAIR, "probe"} and auto.summary()["chosen"] == auto.chosen
+    same = recovery.gbair(sc, scorer=auto.chosen["scorer"], **kw)
+
+    def what(rec):
+        return [(r.round, r.flagged_ids, r.val_macro_f1, r.wrong_labels_remaining) for r in rec.rounds]
+
+    assert len(auto.rounds) == 3 and what(auto) == what(same)
+    np.testing.assert_array_equal(auto.labels, same.labels)
+    assert auto.scorer == "auto" and same.chosen is None and "chosen" not in same.summary()

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from ..metrics import kept_round
 from ..scenarios import QUICK_SCENARIO, SCENARIOS, Scenario, make_scenario
-from ..scorers import OPTIONAL_SCORERS, SCORERS
+from ..scorers import ALIASES, OPTIONAL_SCORERS, SCORERS
 from .args import (SIZE_KEYS, add_data_arguments, add_method_arguments, choose_sizes, estimate_note,
                    estimate_seconds, method_overrides, positive_int, precision_gate, rate, seed_int)
 
@@ -34,7 +34,7 @@ DEFAULT_MIN_PRECISION = 0.5
 # A file in full mode: the default scenario's corruption and sizes, so it takes the time the built-in default takes
 FILE_SCENARIO = {k: v for k, v in SCENARIOS["sms_spam"].items() if k != "dataset"}
 # Work per round of each scorer besides its retraining, in trainings (TracIn passes, cleanlab's 3 folds at 2/3 size)
-_SCORING_TRAININGS = {"self_influence": 0.5, "grand": 0.5, "cleanlab": 2.0, "ekfac": 1.0}
+_SCORING_TRAININGS = {"self_influence": 0.5, "grand": 0.5, "cleanlab": 2.0, "ekfac": 1.0, "auto": 0.5}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,8 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("recovery")
     g.add_argument("--rounds", type=positive_int, default=None, help="at most this many rounds (default 5, quick 2)")
     g.add_argument("--k", type=positive_int, default=None, help="examples relabeled per round (default 4%% of train)")
-    g.add_argument("--scorer", default="gbair,random",
-                   help=f"comma-separated scorers, or 'all': {', '.join(SCORERS)} (default gbair,random)")
+    g.add_argument("--scorer", default="auto,random",
+                   help=f"comma-separated scorers, or 'all': {', '.join(SCORERS)} (default auto,random: auto is "
+                        "G-BAIR when the trusted probe estimates that the wrong labels point one way, the probe "
+                        "itself when they point both ways; random is the control)")
     g.add_argument("--fix", default="flip", choices=["flip", "predict", "remove"], help="how flagged labels are fixed")
     g.add_argument("--patience", type=positive_int, default=DEFAULT_PATIENCE,
                    help="stop after this many rounds without a new best validation macro-F1; the best round's "
@@ -163,6 +165,8 @@ def _summary_lines(report: dict) -> list[str]:
                          f"recovered {_fmt(res['recovered_fraction']['test_macro_f1'])}, wrong labels "
                          f"{res['rounds'][0]['wrong_labels_remaining']} → {fin['wrong_labels_remaining']}, flagged "
                          f"precision {', '.join(_fmt(p) for p in prec) or '-'}; stopped: {res['stopped_because']}")
+            if res.get("chosen"):
+                lines.append(f"  {'':>15}  {name} chose {res['chosen']['scorer']}: {res['chosen']['reason']}")
         return lines
     s = report["summary"]
 
@@ -175,6 +179,10 @@ def _summary_lines(report: dict) -> list[str]:
         lines.append(f"  {name:>15}: kept macro-F1 {ci(res['kept_test_macro_f1'])}, recovered "
                      f"{ci(res['recovered_fraction']['test_macro_f1'])}, wrong labels kept "
                      f"{ci(res['wrong_labels_kept'])}")
+        chosen = [(r["seed"], r["scorers"][name].get("chosen")) for r in report["per_seed"]]
+        if any(c for _, c in chosen):
+            lines.append(f"  {'':>15}  {name} chose " + "; ".join(
+                f"{c['scorer']} (seed {sd}, one-way share {c['one_way_share']:.2f})" for sd, c in chosen if c))
     return lines
 
 
@@ -185,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     from ..recovery import check_fix
 
     quick = quick_mode(True) if args.quick else quick_mode()
-    scorers = ([s for s in SCORERS if s not in OPTIONAL_SCORERS and s != "gbair"] if args.scorer == "all" else
+    scorers = ([s for s in SCORERS if s not in OPTIONAL_SCORERS and s not in ALIASES] if args.scorer == "all" else
                [s.strip() for s in args.scorer.split(",") if s.strip()])
     if not scorers:
         raise ValueError(f"--scorer {args.scorer!r} names no scorer; give one or more of {', '.join(SCORERS)} "
