@@ -172,10 +172,7 @@ def auto_choices(results: Path, datasets: list[str], modes: list[str], seeds: li
     loop fits it with. Auto ranks with the scorer it picks, so its round-1 metrics in a cell are that scorer's,
     read from the cell's JSON (``scripts/check_results.py``'s ``auto`` table). Written to ``results/auto/choices.json``
     (``save=False``: only returned)."""
-    from gbair_nb.probe import TrustedProbe
     from gbair_nb.scenarios import QUICK_SCENARIO
-    from gbair_nb.scorers import ScoreContext, auto_choice
-    from gbair_nb.train import TrainConfig
 
     rows = []
     for dataset in datasets:
@@ -184,11 +181,7 @@ def auto_choices(results: Path, datasets: list[str], modes: list[str], seeds: li
                 if not (results / f"{dataset}__{mode}__seed{seed}.json").exists():
                     continue
                 t0 = time.perf_counter()
-                sc = make_cell(dataset, mode, seed, QUICK_SCENARIO if quick else None)
-                config = TrainConfig.for_method("prompt_tuning", quick=quick, seed=seed, backbone=backbone)
-                probe = TrustedProbe(sc.splits.val, backbone=backbone, max_length=config.max_length, seed=seed)
-                ctx = ScoreContext(None, sc.train, sc.splits.val, config, seed=seed, cache={"probe": probe})
-                c = auto_choice(ctx)
+                c = _auto_on(make_cell(dataset, mode, seed, QUICK_SCENARIO if quick else None), seed, backbone, quick)
                 rows.append({"dataset": dataset, "mode": mode, "seed": seed, **c})
                 print(f"  {dataset} {mode} seed {seed}: one-way share {c['one_way_share']:.3f} → {c['scorer']} "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -198,14 +191,23 @@ def auto_choices(results: Path, datasets: list[str], modes: list[str], seeds: li
     return rows
 
 
+def _auto_on(sc, seed: int, backbone: str, quick: bool = False) -> dict:
+    """:func:`gbair_nb.scorers.auto_choice` on a scenario's noisy training labels, with the trusted probe fit as the
+    loop fits it (the run's backbone and max length, the seed); no PET model is trained."""
+    from gbair_nb.probe import TrustedProbe
+    from gbair_nb.scorers import ScoreContext, auto_choice
+    from gbair_nb.train import TrainConfig
+
+    config = TrainConfig.for_method("prompt_tuning", quick=quick, seed=seed, backbone=backbone)
+    probe = TrustedProbe(sc.splits.val, backbone=backbone, max_length=config.max_length, seed=seed)
+    return auto_choice(ScoreContext(None, sc.train, sc.splits.val, config, seed=seed, cache={"probe": probe}))
+
+
 def auto_at_rates(datasets: list[str], rates: list[float], seeds: list[int], *, backbone: str = "minilm") -> list[dict]:
     """The one-way share auto sees in each dataset's class-conditional scenario at other corruption rates ``rates``
     (the fraction of the positives labelled negative; the built-in scenarios use 0.7): where milder one-way noise
     crosses auto's threshold. Probe only, nothing trained; printed, not saved."""
-    from gbair_nb.probe import TrustedProbe
     from gbair_nb.scenarios import SCENARIOS, make_scenario
-    from gbair_nb.scorers import ScoreContext, auto_choice
-    from gbair_nb.train import TrainConfig
 
     rows = []
     for dataset in datasets:
@@ -213,9 +215,7 @@ def auto_at_rates(datasets: list[str], rates: list[float], seeds: list[int], *, 
         for p in rates:
             for seed in seeds:
                 sc = make_scenario(dataset, seed=seed, **{**spec, "p": p})
-                config = TrainConfig.for_method("prompt_tuning", seed=seed, backbone=backbone)
-                probe = TrustedProbe(sc.splits.val, backbone=backbone, max_length=config.max_length, seed=seed)
-                c = auto_choice(ScoreContext(None, sc.train, sc.splits.val, config, seed=seed, cache={"probe": probe}))
+                c = _auto_on(sc, seed, backbone)
                 rows.append({"dataset": dataset, "p": p, "seed": seed, **c})
                 print(f"  {dataset} class-conditional p = {p:g}, seed {seed}: {sc.corruption.n_corrupted} wrong labels, "
                       f"one-way share {c['one_way_share']:.3f} → {c['scorer']}", flush=True)

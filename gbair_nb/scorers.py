@@ -214,7 +214,7 @@ def auto_choice(ctx: ScoreContext) -> dict:
     class that carries each other label (:meth:`gbair_nb.probe.TrustedProbe.flip_rates`). ``one_way_share`` is the
     largest rate over the sum of all of them: 1 when every wrong label points the same way, 1/2 for two classes
     flipped at equal rates. At or above :data:`AUTO_ONE_WAY` the G-BAIR default (:data:`DEFAULT_GBAIR`) scores,
-    otherwise the probe. Measured only on two-class data (docs/benchmarks.md, "Which scorer does auto pick?"): with
+    otherwise the probe. Measured only on two-class data (docs/benchmarks.md, "Which noise is it?"): with
     more classes the share is not a reliable sign (the 3-class tweets' natural neutral/positive confusion spreads it)
     and auto keeps the G-BAIR default.
     """
@@ -227,6 +227,8 @@ def auto_choice(ctx: ScoreContext) -> dict:
     if len(rates) > 2:
         scorer, reason = DEFAULT_GBAIR, (f"{len(rates)} classes: the one-way share ({share:.2f}) was measured on two "
                                          "classes only, so the G-BAIR default scores")
+    elif rates.sum() == 0:
+        scorer, reason = DEFAULT_GBAIR, "the probe agrees with every label (no estimated flips): G-BAIR scores"
     elif share >= AUTO_ONE_WAY:
         scorer, reason = DEFAULT_GBAIR, (f"noise looks one-directional ({share:.2f} of the estimated flip rate is "
                                          f"{way}, ≥ {AUTO_ONE_WAY}): G-BAIR's class-balanced TracIn scores")

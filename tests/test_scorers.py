@@ -194,6 +194,14 @@ def test_auto_picks_gbair_for_one_way_noise_and_the_probe_for_two_way_noise():
     assert c["one_way_share"] == pytest.approx(15 / 19) and 15 / 19 < AUTO_ONE_WAY and c["scorer"] == "probe"
 
 
+def test_auto_with_no_estimated_flips_keeps_gbair_and_says_why():
+    from gbair_nb.scorers import DEFAULT_GBAIR, auto_choice
+
+    labels = np.array([0] * 6 + [1] * 4)
+    c = auto_choice(_auto_ctx(np.eye(2)[labels], labels))
+    assert c["scorer"] == DEFAULT_GBAIR and c["one_way_share"] == 1.0 and "no estimated flips" in c["reason"]
+
+
 def test_auto_keeps_gbair_with_more_than_two_classes_and_says_why():
     from gbair_nb.scorers import DEFAULT_GBAIR, auto_choice
 
