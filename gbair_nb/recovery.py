@@ -151,7 +151,7 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
                                round=state.round, compute=compute)
             if scorer == "auto" and chosen is None:  # decided on the starting labels, kept for every round
                 chosen = auto_choice(ctx)
-                score_fn = registry[chosen["scorer"]]
+                score_fn = pick(chosen["scorer"], registry, "scorer")
                 if verbose:
                     tqdm.write(f"auto: {chosen['reason']}")
             scores = np.asarray(score_fn(ctx), dtype=np.float64)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from test_recovery import TINY, toy_dataset  # noqa: E402
 
-SCORERS = "gbair,self_influence,grand,loss"
+SCORERS = "gbair,self_influence,grand,loss,auto"  # auto: every rank must make the same choice
 
 
 def recover_args(csv: Path, out: Path) -> list[str]:
@@ -157,6 +157,8 @@ def test_two_processes_equal_one(tmp_path):
             if a["detection"]:
                 assert b["detection"]["auroc"] == pytest.approx(a["detection"]["auroc"], abs=1e-6)
     assert flagged >= 4 * len(one["scorers"])  # the loop did flag examples: the comparison is not vacuous
+    a, b = one["scorers"]["auto"]["chosen"], two["scorers"]["auto"]["chosen"]
+    assert a["scorer"] == b["scorer"] and b["one_way_share"] == pytest.approx(a["one_way_share"], abs=1e-9)
     assert (tmp_path / "two" / "recovery_curve.png").stat().st_size > 0
     assert not list((tmp_path / "two").glob(".*tmp"))
 
