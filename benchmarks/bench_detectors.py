@@ -206,7 +206,7 @@ def _auto_on(sc, seed: int, backbone: str, quick: bool = False) -> dict:
 def auto_at_rates(datasets: list[str], rates: list[float], seeds: list[int], *, backbone: str = "minilm") -> list[dict]:
     """The one-way share auto sees in each dataset's class-conditional scenario at other corruption rates ``rates``
     (the fraction of the positives labelled negative; the built-in scenarios use 0.7): where milder one-way noise
-    crosses auto's threshold. Probe only, nothing trained; printed, not saved."""
+    crosses auto's threshold. Probe only, nothing trained; one dict per (dataset, rate, seed)."""
     from gbair_nb.scenarios import SCENARIOS, make_scenario
 
     rows = []
@@ -216,9 +216,9 @@ def auto_at_rates(datasets: list[str], rates: list[float], seeds: list[int], *, 
             for seed in seeds:
                 sc = make_scenario(dataset, seed=seed, **{**spec, "p": p})
                 c = _auto_on(sc, seed, backbone)
-                rows.append({"dataset": dataset, "p": p, "seed": seed, **c})
+                rows.append({"dataset": dataset, "p": p, "seed": seed, "n_corrupted": sc.corruption.n_corrupted, **c})
                 print(f"  {dataset} class-conditional p = {p:g}, seed {seed}: {sc.corruption.n_corrupted} wrong labels, "
-                      f"one-way share {c['one_way_share']:.3f} → {c['scorer']}", flush=True)
+                      f"one-way share {c['one_way_share']:.4f} → {c['scorer']}", flush=True)
     return rows
 
 
@@ -320,10 +320,10 @@ def main() -> None:
                     help="also judge the rank-mean of these scorers from the saved scores (repeatable)")
     ap.add_argument("--auto", action="store_true",
                     help="which scorer auto picks in each saved cell and seed (fits the trusted probe only, no "
-                         "training); writes results/auto/choices.json")
+                         "training); writes results/auto/choices.json (not with --quick or another backbone)")
     ap.add_argument("--auto-rates", default=None, metavar="P1,P2",
-                    help="with --auto: also the one-way share in each dataset's class-conditional scenario at these "
-                         "corruption rates (printed only)")
+                    help="with --auto: instead, the one-way share in each dataset's class-conditional scenario at "
+                         "these corruption rates; writes results/auto/rates_DATASETS.json")
     ap.add_argument("--budget", default=None, metavar="A,B",
                     help="from the saved scores: each scorer's batch precision as k grows against the probe's "
                          "estimate of how many labels are wrong")
@@ -334,12 +334,17 @@ def main() -> None:
 
         setup(quiet=True)
         seeds = [int(s) for s in args.seeds.split(",")]
+        save = not args.quick and args.backbone == "minilm"  # a smoke test must not overwrite the measured files
         if args.auto_rates:
-            auto_at_rates(args.datasets.split(","), [float(p) for p in args.auto_rates.split(",")], seeds,
-                          backbone=args.backbone)
+            rows = auto_at_rates(args.datasets.split(","), [float(p) for p in args.auto_rates.split(",")], seeds,
+                                 backbone=args.backbone)
+            if save:  # one file per dataset list, e.g. auto/rates_sms_spam+tweets_binary.json
+                (args.results / "auto").mkdir(exist_ok=True)
+                (args.results / "auto" / f"rates_{'+'.join(args.datasets.split(','))}.json").write_text(
+                    json.dumps(rows, indent=1))
         else:
             auto_choices(args.results, args.datasets.split(","), args.modes.split(","), seeds, backbone=args.backbone,
-                         quick=args.quick)
+                         quick=args.quick, save=save)
         return
     if not args.summary_only:
         from gbair_nb.config import setup

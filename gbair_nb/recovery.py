@@ -31,7 +31,7 @@ from .data import TextDataset
 from .loop import LOCAL, Compute, LoopState, Recovery, RoundRecord, StoppingRule, default_k, round_metrics
 from .metrics import detection_metrics
 from .scenarios import Scenario
-from .scorers import ALIASES, OPTIONAL_SCORERS, SCORERS, Scorer, ScoreContext, auto_choice, rerank
+from .scorers import ALIASES, OPTIONAL_SCORERS, SCORERS, AutoOnce, Scorer, ScoreContext, rerank
 from .train import Run, TrainConfig, train
 
 __all__ = ["FIXERS", "gbair", "loop_options", "compare_detectors", "DetectorScores", "train_clean_reference", "check_fix",
@@ -123,7 +123,10 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
     config = replace(config, seed=seed) if config.seed != seed else config
     options = dict(options or {})
     name = scorer if isinstance(scorer, str) else getattr(scorer, "__name__", "custom")
-    score_fn = pick(scorer, registry, "scorer")
+    if scorer == "auto":  # decided on the starting labels at the first scoring, kept for every round
+        score_fn = AutoOnce(registry, on_choice=lambda c: tqdm.write(f"auto: {c['reason']}") if verbose else None)
+    else:
+        score_fn = pick(scorer, registry, "scorer")
     fix_fn = pick(fix, FIXERS, "fix")
     base = scenario.splits.train
     state = LoopState(scenario, default_k(len(base)) if k is None else k)
@@ -132,7 +135,7 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
     clean_ref = train_clean_reference(scenario, config, compute=compute) if clean is True else (clean or None)
     val, test = scenario.splits.val, scenario.splits.test
     bar = tqdm(total=rounds + 1, desc=f"recovery ({name})", disable=not verbose, leave=False)
-    run, stopped, chosen = None, "rounds", None
+    run, stopped = None, "rounds"
     while True:
         t0 = time.perf_counter()
         _, current = state.current()
@@ -149,11 +152,6 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
         if stop is None:  # score the examples still in training, flag the top k not yet reviewed, fix them
             ctx = ScoreContext(run, current, val, config, seed=seed + rec.round, options=options,
                                round=state.round, compute=compute)
-            if scorer == "auto" and chosen is None:  # decided on the starting labels, kept for every round
-                chosen = auto_choice(ctx)
-                score_fn = pick(chosen["scorer"], registry, "scorer")
-                if verbose:
-                    tqdm.write(f"auto: {chosen['reason']}")
             scores = np.asarray(score_fn(ctx), dtype=np.float64)
             if rerank_with_verdicts and state.verdicts:
                 scores = rerank(ctx, scores, *state.verdict_examples())
@@ -173,6 +171,7 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
         if on_round:
             on_round(rec)
     bar.close()
+    chosen = score_fn.chosen if isinstance(score_fn, AutoOnce) else None
     return state.recovery(name, rule, stopped_because=stopped, clean=clean_ref, chosen=chosen,
                           options=loop_options(len(base), k=state.k, rounds=rounds, fix=fix, patience=patience,
                                                min_precision=min_precision, options=options,

@@ -30,7 +30,7 @@ from .peers import score_ekfac
 from .train import Run, TrainConfig, train
 
 __all__ = ["ScoreContext", "Scorer", "SCORERS", "OPTIONAL_SCORERS", "GBAIR_VARIANTS", "DEFAULT_GBAIR",
-           "ALIASES", "AUTO_ONE_WAY", "auto_choice", "class_influence", "rerank", "out_of_sample_probs"]
+           "ALIASES", "AUTO_ONE_WAY", "AutoOnce", "auto_choice", "class_influence", "rerank", "out_of_sample_probs"]
 
 
 @dataclass
@@ -239,9 +239,30 @@ def auto_choice(ctx: ScoreContext) -> dict:
 
 
 def _score_auto(ctx: ScoreContext) -> np.ndarray:
-    """The G-BAIR default when the probe sees one-directional noise, the probe otherwise (:func:`auto_choice`). The
-    loop (:func:`gbair_nb.recovery.gbair`) decides once, on the labels it starts from, and keeps that scorer."""
+    """The G-BAIR default when the probe sees one-directional noise, the probe otherwise (:func:`auto_choice`),
+    decided on ``ctx`` alone. A loop uses :class:`AutoOnce` instead: it decides once and keeps that scorer."""
     return SCORERS[auto_choice(ctx)["scorer"]](ctx)
+
+
+class AutoOnce:
+    """``scorer="auto"`` inside a loop: the first call decides (:func:`auto_choice`, on the labels the loop starts
+    from) and every call scores with the scorer chosen then, looked up in ``registry``. Deciding again on partly
+    fixed labels could switch scorers halfway. ``chosen`` holds the choice (None before the first call);
+    ``on_choice(chosen)`` is called once, when it is made."""
+
+    def __init__(self, registry: dict[str, Scorer] | None = None,
+                 on_choice: Callable[[dict], None] | None = None) -> None:
+        self.registry, self.on_choice, self.chosen = SCORERS if registry is None else registry, on_choice, None
+
+    def __call__(self, ctx: ScoreContext) -> np.ndarray:
+        if self.chosen is None:
+            self.chosen = auto_choice(ctx)
+            if self.on_choice:
+                self.on_choice(self.chosen)
+        name = self.chosen["scorer"]
+        if name not in self.registry:
+            raise ValueError(f"auto chose {name!r}, which this registry lacks; add it, or name a scorer")
+        return self.registry[name](ctx)
 
 
 def rerank(ctx: ScoreContext, scores: np.ndarray, judged: TextDataset, wrong: np.ndarray) -> np.ndarray:

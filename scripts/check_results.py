@@ -24,6 +24,7 @@ Kinds:
     budget SCORER [SCORER …]     bench_detectors' batch precision as k grows against the probe's n̂ (saved scores)
     auto                         what scorer="auto" picked per cell (bench_detectors --auto) and its round-1 AP
     auto-loops NAME [NAME …]     the saved loops as auto would have run them (the scorer it picked, per seed)
+    auto-rates DATASETS          auto's one-way share at other class-conditional rates (bench_detectors --auto-rates)
     loops NAME                   a saved ``recover`` report (results/loops/NAME.json): the default's loops per scorer
     patience NAME [NAME …]       those loops replayed with patience 1 beside the patience they ran with
     fixers                       bench_fixers' table: every fixer on the same round-0 model, mean ± 95% CI over seeds
@@ -364,6 +365,21 @@ def auto_loops_table(results: Path, *names: str) -> str:
     return "\n".join(lines)
 
 
+def auto_rates_table(results: Path, datasets: str) -> str:
+    """``bench_detectors.py --auto --auto-rates … --datasets D1,D2``: per dataset and corruption rate of its
+    class-conditional scenario, the one-way share on each seed (3 decimals) and what auto picked."""
+    rows = _load(results / "detectors" / "auto" / f"rates_{datasets}.json")
+    lines = ["| dataset | of the source class mislabelled | wrong labels | one-way share per seed | auto picked |",
+             "|---|---|---|---|---|"]
+    for key in dict.fromkeys((r["dataset"], r["p"]) for r in rows):
+        rs = [r for r in rows if (r["dataset"], r["p"]) == key]
+        picks = [r["scorer"] for r in rs]
+        lines.append(f"| {key[0]} | {key[1]:.0%} | {rs[0].get('n_corrupted', '–')} | "
+                     + ", ".join(f"{r['one_way_share']:.3f}" for r in rs) + " | "
+                     + " / ".join(f"{n} ({picks.count(n)})" for n in sorted(set(picks))) + " |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------- fixers compared
 def fixers_table(results: Path, dataset: str = "sms_spam") -> str:
     """``benchmarks/bench_fixers.py --summary-only [--dataset D]``: per fixer, mean ± 95% half-width over seeds of the
@@ -466,6 +482,7 @@ KINDS: dict[str, Callable[..., str]] = {
     "detectors": detectors_table,
     "auto": auto_table,
     "auto-loops": auto_loops_table,
+    "auto-rates": auto_rates_table,
     "fixers": fixers_table,
     "budget": budget_table,
     "peers": peers_table,

@@ -162,3 +162,23 @@ def test_human_rounds_keep_the_scores_they_flagged_by(scenario, tmp_path):
     top = rounds.ctx.train.ids[np.argsort(-rounds.scores, kind="stable")[:4]]
     assert list(rounds.flagged_frame["id"]) == list(top)
     np.testing.assert_allclose(rounds.flagged_frame["score"], np.sort(rounds.scores)[::-1][:4])
+
+
+def test_human_rounds_with_auto_decide_once_and_record_it(scenario, tmp_path, monkeypatch):
+    """scorer="auto" in the step-by-step loop: the choice is made at the first flag(), kept for the next round (not
+    made again on the partly fixed labels), and recorded in recovery()."""
+    import gbair_nb.scorers as scorers
+
+    calls = []
+    real = scorers.auto_choice
+    monkeypatch.setattr(scorers, "auto_choice", lambda ctx: calls.append(ctx.round) or real(ctx))
+    rounds = HumanRounds(scenario, tmp_path / "j.jsonl", scorer="auto", k=4, config=CONFIG, max_influenced=0,
+                         annotator=simulated_annotator(scenario.splits.train), verbose=False)
+    rounds.flag()
+    rounds.annotate()
+    rounds.apply()
+    rounds.flag()  # round 2, on the labels round 1 fixed
+    chosen = rounds.score_fn.chosen
+    assert calls == [1] and chosen["scorer"] in {"gbair_balanced_unit", "probe"}
+    np.testing.assert_allclose(rounds.scores, SCORERS[chosen["scorer"]](rounds.ctx))  # scored by the first pick
+    assert rounds.recovery().chosen == chosen and rounds.recovery().summary()["chosen"] == chosen

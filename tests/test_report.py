@@ -96,6 +96,8 @@ def test_recover_cli_writes_report_and_curve(tmp_path):
 
 
 def test_recover_cli_default_scorer_is_auto_and_says_what_it_chose(tmp_path):
+    """The wiring: the CLI's default scorers, the choice in the report and on stdout. (Which scorer auto picks and
+    why is tested in tests/test_scorers.py; on MiniLM, in tests/test_results_tables.py.)"""
     out = tmp_path / "auto"
     p = _cli("recover", "--quick", "--backbone", "tiny", "--n-train", "60", "--n-val", "30", "--n-test", "30",
              "--rounds", "1", "--k", "5", "--out", str(out))

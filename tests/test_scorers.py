@@ -214,17 +214,18 @@ def test_auto_keeps_gbair_with_more_than_two_classes_and_says_why():
 
 def test_auto_in_the_loop_decides_once_and_is_the_loop_of_what_it_chose(monkeypatch):
     import gbair_nb.recovery as recovery
+    import gbair_nb.scorers as scorers
     from gbair_nb.scorers import DEFAULT_GBAIR
     from test_recovery import TINY, toy_scenario
 
     calls = []
-    real = recovery.auto_choice
+    real = scorers.auto_choice
 
     def counted(ctx):
         calls.append(ctx.round)
         return real(ctx)
 
-    monkeypatch.setattr(recovery, "auto_choice", counted)
+    monkeypatch.setattr(scorers, "auto_choice", counted)
     sc = toy_scenario()
     kw = dict(k=4, rounds=2, config=TINY, clean=False, patience=3, verbose=False)
     auto = recovery.gbair(sc, scorer="auto", **kw)
@@ -238,3 +239,11 @@ def test_auto_in_the_loop_decides_once_and_is_the_loop_of_what_it_chose(monkeypa
     assert len(auto.rounds) == 3 and what(auto) == what(same)
     np.testing.assert_array_equal(auto.labels, same.labels)
     assert auto.scorer == "auto" and same.chosen is None and "chosen" not in same.summary()
+    # a registry without "auto" still runs it, as long as it has the scorer auto picks
+    calls.clear()
+    lean = recovery.gbair(sc, scorer="auto", registry={auto.chosen["scorer"]: scorers.SCORERS[auto.chosen["scorer"]]},
+                          **kw)
+    assert calls == [1] and what(lean) == what(auto)
+    other = {"random": scorers.SCORERS["random"]}
+    with pytest.raises(ValueError, match="this registry lacks"):
+        recovery.gbair(sc, scorer="auto", registry=other, **kw)
