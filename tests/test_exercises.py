@@ -405,6 +405,46 @@ def test_auroc(capsys):
         fails_with(capsys, hint, ex.check_auroc, value, s, y)
 
 
+def test_flip_rates(capsys):
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.full(2, 2.0), size=30)
+    labels = rng.integers(0, 2, size=30)
+    joint = np.zeros((2, 2))  # [true, given], one example at a time
+    for z in range(30):
+        for i in range(2):
+            joint[i, labels[z]] += proba[z, i]
+    right = joint / joint.sum(1, keepdims=True)
+    np.fill_diagonal(right, 0.0)
+    passes(capsys, ex.check_flip_rates, right, proba, labels)
+
+    class Fixed:  # the toolkit's own estimate, with these probabilities in place of a fitted probe's
+        num_classes = 2
+        proba = staticmethod(lambda texts: proba)
+
+    from gbair_nb.data import TextDataset
+    from gbair_nb.probe import TrustedProbe
+    ds = TextDataset(np.arange(30), [str(i) for i in range(30)], labels, ["ham", "spam"])
+    passes(capsys, ex.check_flip_rates, TrustedProbe.flip_rates(Fixed(), ds), proba, labels)
+    counts = joint * (1 - np.eye(2))
+    by_column = joint / joint.sum(0, keepdims=True) * (1 - np.eye(2))
+    hard = np.eye(2)[proba.argmax(1)]
+    hard_joint = np.stack([hard[labels == j].sum(0) for j in range(2)], axis=1)
+    for value, hint in [(right.T, "transposed"), (by_column, "not by how many carry the label"),
+                        (counts, "expected counts"), (joint / joint.sum(1, keepdims=True), "diagonal to 0"),
+                        (hard_joint / hard_joint.sum(1, keepdims=True) * (1 - np.eye(2)), "not its argmax"),
+                        (right[0], "check the shape"), (right + 0.05, "for each given label j")]:
+        fails_with(capsys, hint, ex.check_flip_rates, value, proba, labels)
+    fails_with(capsys, "fill in the blank", ex.check_flip_rates, None, proba, labels)
+
+
+def test_one_way_share(capsys):
+    rates = np.array([[0.0, 0.1], [0.5, 0.0]])
+    passes(capsys, ex.check_one_way_share, 0.5 / 0.6, rates)
+    for value, hint in [(5.0, "ALL the rates"), (0.1 / 0.6, "LARGEST"), (500 / 6, "percentage"),
+                        (0.5, "largest flip rate divided by")]:
+        fails_with(capsys, hint, ex.check_one_way_share, value, rates)
+
+
 # ----------------------------------------------------------------------------------------------- 06 parameters
 def test_lora_params(capsys):
     kw = dict(r=8, d_in=384, d_out=384, n_layers=6, n_targets=2)
@@ -550,6 +590,8 @@ BLANK_CALLS = [
     lambda v: ex.check_precision_at_k(v, np.arange(3.0), np.array([1, 0, 0], bool), 1),
     lambda v: ex.check_average_precision(v, np.arange(3.0), np.array([1, 0, 0], bool)),
     lambda v: ex.check_auroc(v, np.arange(3.0), np.array([1, 0, 0], bool)),
+    lambda v: ex.check_flip_rates(v, np.full((2, 2), 0.5), np.array([0, 1])),
+    lambda v: ex.check_one_way_share(v, np.array([[0.0, 0.1], [0.5, 0.0]])),
     lambda v: ex.check_lora_params(v, r=8, d_in=4, d_out=4, n_layers=1, n_targets=1),
     lambda v: ex.check_gift_params(v, r=8, d_in=4, n_pairs=1),
     lambda v: ex.check_masked_adam(v, w=[1.0], grads=[[1.0]], keep=1),
@@ -655,7 +697,7 @@ def test_one_lab_end_to_end_in_a_kernel():
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(lab.parent)}}).execute()
     checks = [c for c in nb.cells if "check" in c.metadata.get("tags", [])]
     texts = ["".join(o.get("text", "") for o in c.outputs if o.output_type == "stream") for c in checks]
-    assert len(texts) == 4 and all(t.strip() and set(t.strip().splitlines()) == {"✗ not yet: fill in the blank first"}
+    assert len(texts) == 6 and all(t.strip() and set(t.strip().splitlines()) == {"✗ not yet: fill in the blank first"}
                                    for t in texts), texts
     assert not any(o.output_type == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
@@ -711,3 +753,19 @@ def test_the_hints_tell_the_mistakes_apart_on_the_labs_own_inputs(capsys):
     logits, mask, ids = (torch.randn(3, 7, 50, generator=torch.Generator().manual_seed(7)),
                          torch.tensor([[1] * 7, [1] * 5 + [0] * 2, [1] * 3 + [0] * 4]), [11, 29])  # lab 07's inputs
     fails_with(capsys, "LAST REAL token", ex.check_verbalizer_logits, logits[:, -1, ids], logits, mask, ids)
+
+
+def test_the_flip_rate_hints_tell_the_mistakes_apart_on_lab_05s_own_inputs(capsys):
+    ns = _solution_namespace("05_which_detector")
+    proba, given, rates, joint = ns["proba"], ns["given"], ns["rates"], ns["joint"]
+    passes(capsys, ex.check_flip_rates, rates, proba, given)
+    off = 1 - np.eye(2)
+    hard = np.eye(2)[proba.argmax(1)]
+    hard_joint = np.stack([hard[given == j].sum(0) for j in range(2)], axis=1)
+    for value, hint in [(rates.T, "transposed"), (joint / joint.sum(0, keepdims=True) * off, "not by how many"),
+                        (joint * off, "expected counts"), (joint / joint.sum(1, keepdims=True), "diagonal to 0"),
+                        (hard_joint / hard_joint.sum(1, keepdims=True) * off, "not its argmax")]:
+        fails_with(capsys, hint, ex.check_flip_rates, value, proba, given)
+    passes(capsys, ex.check_one_way_share, ns["share"], rates)
+    fails_with(capsys, "ALL the rates", ex.check_one_way_share, rates.max() / (rates.sum() - rates.max()), rates)
+

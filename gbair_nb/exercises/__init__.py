@@ -20,7 +20,8 @@ lab                     checkers
 02 TracIn               check_tracin_pair, check_self_influence, check_proponents_opponents
 03 relabel by hand      check_review_pick, check_opposition_pick, check_journal_replay
 04 G-BAIR               check_gbair_score, check_default_k, check_flagged, check_recovered_fraction
-05 detectors            check_recall_at, check_precision_at_k, check_average_precision, check_auroc
+05 detectors            check_recall_at, check_precision_at_k, check_average_precision, check_auroc,
+                        check_flip_rates, check_one_way_share
 06 parameters           check_lora_params, check_gift_params, check_masked_adam
 07 LLM verbalizer       check_verbalizer_logits, check_verbalizer_probs
 ======================  =====================================================================================
@@ -30,8 +31,9 @@ Importing this package imports NumPy and pandas only; a checker that needs the t
 from .attribution import (check_journal_replay, check_opposition_pick, check_proponents_opponents,
                           check_review_pick, check_self_influence, check_tracin_pair)
 from .core import is_blank
-from .detection import (check_auroc, check_average_precision, check_default_k, check_flagged, check_gbair_score,
-                        check_precision_at_k, check_recall_at, check_recovered_fraction)
+from .detection import (check_auroc, check_average_precision, check_default_k, check_flagged, check_flip_rates,
+                        check_gbair_score, check_one_way_share, check_precision_at_k, check_recall_at,
+                        check_recovered_fraction)
 from .parameters import adamw_reference, check_gift_params, check_lora_params, check_masked_adam
 from .prompting import (check_mean_pooling, check_prompt_tuning_params, check_soft_prompt_inputs,
                         check_verbalizer_logits, check_verbalizer_probs)
@@ -42,5 +44,6 @@ __all__ = ["is_blank", "adamw_reference",
            "check_review_pick", "check_opposition_pick", "check_journal_replay",
            "check_gbair_score", "check_default_k", "check_flagged", "check_recovered_fraction",
            "check_recall_at", "check_precision_at_k", "check_average_precision", "check_auroc",
+           "check_flip_rates", "check_one_way_share",
            "check_lora_params", "check_gift_params", "check_masked_adam",
            "check_verbalizer_logits", "check_verbalizer_probs"]

@@ -15,7 +15,8 @@ import pandas as pd
 from .core import BLANK, as_array, as_int_list, is_blank, judge, rate_weights, report, stack_checkpoints
 
 __all__ = ["check_gbair_score", "check_default_k", "check_flagged", "check_recovered_fraction", "check_recall_at",
-           "check_precision_at_k", "check_average_precision", "check_auroc"]
+           "check_precision_at_k", "check_average_precision", "check_auroc", "check_flip_rates",
+           "check_one_way_share"]
 
 
 def check_gbair_score(score: Any, G_train: Any, G_M: Any, lrs: Any) -> bool:
@@ -222,3 +223,62 @@ def check_auroc(value: Any, scores: Any, is_corrupted: Any) -> bool:
     return judge(value, right, mistakes, what="AUROC", shape="one number",
                  otherwise="over every (wrong, correct) pair: 1 if the wrong one scores higher, ½ on a tie; "
                            "average")
+
+
+def _flip_rates(proba: np.ndarray, labels: np.ndarray, *, hard: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(rates, joint): joint[i, j] = Σ_{z labelled j} p(i | z) (true i, given j); rates = joint / row sums, diagonal
+    0. ``hard``: the probe's argmax as the truth instead of its probabilities."""
+    C = proba.shape[1]
+    p = np.eye(C)[proba.argmax(1)] if hard else proba
+    joint = np.stack([p[labels == j].sum(0) for j in range(C)], axis=1)
+    rates = joint / np.clip(joint.sum(1, keepdims=True), 1e-12, None)
+    np.fill_diagonal(rates, 0.0)
+    return rates, joint
+
+
+def check_flip_rates(rates: Any, proba: Any, labels: Any) -> bool:
+    """The noise a clean-set probe estimates: ``rates[i, j]`` (i ≠ j) = the fraction of true class i that carries
+    label j, with the probe's probabilities as a soft truth — Σ_{z labelled j} p(i | z) over Σ_z p(i | z) — and 0 on
+    the diagonal. ``proba``: (n, C) the probe's class probabilities; ``labels``: (n,) the given labels.
+    (:meth:`gbair_nb.probe.TrustedProbe.flip_rates`.)"""
+    P, y = as_array(proba), as_array(labels).astype(int)
+    right, joint = _flip_rates(P, y)
+    counts = joint.copy()
+    np.fill_diagonal(counts, 0.0)
+    by_column = joint / np.clip(joint.sum(0, keepdims=True), 1e-12, None)
+    np.fill_diagonal(by_column, 0.0)
+    with_diagonal = joint / np.clip(joint.sum(1, keepdims=True), 1e-12, None)
+    mistakes = [
+        ("row = TRUE class, column = given label: yours is transposed", right.T),
+        ("divide by the expected size of the TRUE class (the row sum), not by how many carry the label (the column)",
+         by_column),
+        ("those are expected counts: divide each row by its sum to get rates", counts),
+        ("set the diagonal to 0: keeping your label is not a flip", with_diagonal),
+        ("use the probe's probabilities as a soft truth, not its argmax", lambda: _flip_rates(P, y, hard=True)[0]),
+    ]
+    return judge(rates, right, mistakes, what="the flip rates", shape="a C × C matrix",
+                 otherwise="for each given label j, sum the probe's probabilities p(i | z) over the examples labelled "
+                           "j (column j); divide each row i by its sum; zero the diagonal")
+
+
+def check_one_way_share(share: Any, rates: Any) -> bool:
+    """The one-way share of a flip-rate matrix: its largest rate over the sum of all of them (1 = every wrong label
+    points the same way; ½ = two classes flipped at equal rates). Auto picks G-BAIR at 0.9 or more."""
+    if is_blank(share):
+        return report(False, BLANK)
+    if as_array(rates) is None or as_array(rates).ndim != 2:
+        return report(False, "compute the flip rates first (the exercise before): a C × C matrix")
+    R = as_array(rates).copy()
+    np.fill_diagonal(R, 0.0)
+    total = R.sum()
+    right = R.max() / total if total > 0 else 1.0
+    rest = total - R.max()
+    mistakes = [
+        ("divide by the sum of ALL the rates, the largest included", (R.max() / rest) if rest > 0 else None),
+        ("the share of the LARGEST rate, not the smallest off-diagonal one",
+         R[~np.eye(len(R), dtype=bool)].min() / total if total > 0 else None),
+        ("a share between 0 and 1, not a percentage", 100 * right),
+    ]
+    return judge(share, right, mistakes, what="the one-way share", shape="one number",
+                 otherwise="the largest flip rate divided by the sum of all the flip rates")
+

@@ -12,7 +12,8 @@
 # %% skip
 import numpy as np
 
-from gbair_nb.exercises import check_auroc, check_average_precision, check_precision_at_k, check_recall_at
+from gbair_nb.exercises import (check_auroc, check_average_precision, check_flip_rates, check_one_way_share,
+                                check_precision_at_k, check_recall_at)
 
 # %% [markdown] slide
 # ## The data
@@ -155,6 +156,67 @@ auroc = ((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size
 check_auroc(auroc, small_scores, small_wrong);
 
 # %% [markdown] slide
+# ## Exercise 5 · Which way do the wrong labels point?
+# Notebook 05's `scorer="auto"` asks a *trusted probe* — a classifier fit on the clean validation set only — before
+# it picks a detector. The probe gives every training example its class probabilities `proba[z] = (p(ham | z),
+# p(spam | z))`; read them as a soft truth. The expected number of **true** class i among the examples **labelled**
+# j is Σ p(i | z) over those examples; divided by the expected size of class i (the sum over all examples), it is
+# the **flip rate** i → j: the fraction of class i that carries label j
+# ([theory §4.3](../../docs/theory.md#gbair-default)). Compute the 2 × 2 matrix, row = true class, column = given
+# label, 0 on the diagonal.
+#
+# Here 20 of the 50 spam carry the label ham, and no ham carries the label spam.
+#
+# **Expected:** a (2, 2) array; spam → ham (row 1, column 0) near 0.5, ham → spam (row 0, column 1) below 0.1 —
+# not 0, because the probe is not certain even of the ham.
+
+# %%
+rng = np.random.default_rng(7)
+truth = np.array([0] * 150 + [1] * 50)              # 0 = ham, 1 = spam
+given = truth.copy()
+given[150:170] = 0                                  # 20 spam labelled ham: the noise points one way
+p_spam = np.where(truth == 1, rng.beta(8, 2, 200), rng.beta(1, 12, 200))
+proba = np.stack([1 - p_spam, p_spam], axis=1)      # the probe's probabilities; it never saw `given`
+# BEGIN SOLUTION
+# lab: rates = None  # YOUR CODE HERE (5): a (2, 2) array
+joint = np.stack([proba[given == j].sum(0) for j in range(2)], axis=1)  # [true i, given j]
+rates = joint / joint.sum(1, keepdims=True)
+np.fill_diagonal(rates, 0.0)
+# END SOLUTION
+
+# %% check
+check_flip_rates(rates, proba, given);
+
+# %% [markdown] slide
+# ## Exercise 6 · The one-way share, and what auto picks
+# The **one-way share** is the largest flip rate over the sum of all of them: 1 when every wrong label points the
+# same way, ½ when two classes are flipped at equal rates. Auto scores with G-BAIR when it is at least 0.9 (wrong
+# labels pointing one way: the clean validation classes pull against them together) and with the probe otherwise.
+# Compute it for your `rates`, and for `rates_both`: the probe's estimate when 20 ham are labelled spam as well.
+#
+# **Expected:** two numbers in [0.5, 1]; yours at least 0.9, `rates_both`'s below it.
+
+# %%
+rates_both = np.array([[0.0, 0.173], [0.525, 0.0]])  # 20 spam labelled ham AND 20 ham labelled spam
+# BEGIN SOLUTION
+# lab: share = None       # YOUR CODE HERE (6a): one number, from `rates`
+# lab: share_both = None  # YOUR CODE HERE (6b): one number, from `rates_both`
+share = rates.max() / rates.sum()
+share_both = rates_both.max() / rates_both.sum()
+# END SOLUTION
+
+# %% check
+check_one_way_share(share, rates);
+check_one_way_share(share_both, rates_both);
+
+# %%
+from gbair_nb.scorers import AUTO_ONE_WAY, DEFAULT_GBAIR
+
+for name, s in (("one way", share), ("both ways", share_both)):
+    if s is not None:
+        print(f"{name}: one-way share {s:.2f} → auto scores with {DEFAULT_GBAIR if s >= AUTO_ONE_WAY else 'probe'}")
+
+# %% [markdown] slide
 # ## Predict before you run (3)
 # A detector that scores at random: what recall should it reach at 10% inspected, on average?
 
@@ -171,17 +233,42 @@ assert abs(np.mean(random_recall) - 0.10) < 0.02
 # of notebook 02's inspection curve. A detector's recall at F% is worth reading only against F.
 # </details>
 
+# %% [markdown] slide
+# ## Predict before you run (4)
+# Suppose every one of the 200 labels were right (`truth` as the labels). Would the probe's flip rates be 0, and
+# its one-way share 1?
+
+# %%
+joint_clean = np.stack([proba[truth == j].sum(0) for j in range(2)], axis=1)
+rates_clean = joint_clean / joint_clean.sum(1, keepdims=True) * (1 - np.eye(2))
+print(f"flip rates with every label right: {rates_clean.round(3).tolist()}, "
+      f"one-way share {rates_clean.max() / rates_clean.sum():.2f}")
+assert (rates_clean[~np.eye(2, dtype=bool)] > 0).all() and rates_clean.max() / rates_clean.sum() < 0.9
+
+# %% [markdown]
+# <details><summary>Why</summary>
+#
+# No: the probe is a small classifier, and the probability it leaves on the other class looks like a little noise
+# in **both** directions, so clean labels give small rates both ways and a share well below 1. That is why
+# auto's threshold sits at 0.9 rather than 1, and why mild one-way noise (a few wrong labels against the probe's
+# own doubt) can read as two-way: docs/benchmarks.md measures where that happens on the built-in data.
+# </details>
+
 # %% solution skip
 # the results stated up front, asserted (solutions only)
 assert 0.3 <= recall <= 0.7
 assert precision_gbair > precision_loss and ap_gbair > ap_loss
 assert diff.size == 12
+assert rates.shape == (2, 2) and 0.4 < rates[1, 0] < 0.6 and 0 < rates[0, 1] < 0.1
+assert 0.5 <= share_both < AUTO_ONE_WAY <= share <= 1
 
 # %% [markdown] slide
 # ## What you practised
 # - recall at F% divides by **all** wrong labels; precision@k divides by **k**;
 # - average precision averages the precision at each wrong label's rank; AUROC counts pairs, ties ½;
-# - a high AUROC can hide a useless top: read the metric that matches how the scores are used.
+# - a high AUROC can hide a useless top: read the metric that matches how the scores are used;
+# - a clean-set probe estimates which way the wrong labels point (flip rates, row = true class) before any
+#   detector runs, and the one-way share of those rates is what the main job's `auto` decides by.
 #
 # `gbair_nb.metrics.detection_metrics(scores, is_corrupted, k=…)` computes all four; notebook
 # [05](../05_which_detector.ipynb) uses it on eight real detectors.
