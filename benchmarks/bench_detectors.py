@@ -186,9 +186,14 @@ def auto_choices(results: Path, datasets: list[str], modes: list[str], seeds: li
                 print(f"  {dataset} {mode} seed {seed}: one-way share {c['one_way_share']:.3f} → {c['scorer']} "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
     if save:
-        (results / "auto").mkdir(exist_ok=True)
-        (results / "auto" / "choices.json").write_text(json.dumps(rows, indent=1))
+        _save_auto(results, "choices.json", rows)
     return rows
+
+
+def _save_auto(results: Path, name: str, rows: list[dict]) -> None:
+    """Write ``rows`` to ``results/auto/NAME`` (what scripts/check_results.py's auto tables read)."""
+    (results / "auto").mkdir(exist_ok=True)
+    (results / "auto" / name).write_text(json.dumps(rows, indent=1))
 
 
 def _auto_on(sc, seed: int, backbone: str, quick: bool = False) -> dict:
@@ -217,8 +222,8 @@ def auto_at_rates(datasets: list[str], rates: list[float], seeds: list[int], *, 
                 sc = make_scenario(dataset, seed=seed, **{**spec, "p": p})
                 c = _auto_on(sc, seed, backbone)
                 rows.append({"dataset": dataset, "p": p, "seed": seed, "n_corrupted": sc.corruption.n_corrupted, **c})
-                print(f"  {dataset} class-conditional p = {p:g}, seed {seed}: {sc.corruption.n_corrupted} wrong labels, "
-                      f"one-way share {c['one_way_share']:.4f} → {c['scorer']}", flush=True)
+                print(f"  {dataset} class-conditional p = {p:g}, seed {seed}: {sc.corruption.n_corrupted} wrong "
+                      f"labels, one-way share {c['one_way_share']:.4f} → {c['scorer']}", flush=True)
     return rows
 
 
@@ -339,9 +344,7 @@ def main() -> None:
             rows = auto_at_rates(args.datasets.split(","), [float(p) for p in args.auto_rates.split(",")], seeds,
                                  backbone=args.backbone)
             if save:  # one file per dataset list, e.g. auto/rates_sms_spam+tweets_binary.json
-                (args.results / "auto").mkdir(exist_ok=True)
-                (args.results / "auto" / f"rates_{'+'.join(args.datasets.split(','))}.json").write_text(
-                    json.dumps(rows, indent=1))
+                _save_auto(args.results, f"rates_{'+'.join(args.datasets.split(','))}.json", rows)
         else:
             auto_choices(args.results, args.datasets.split(","), args.modes.split(","), seeds, backbone=args.backbone,
                          quick=args.quick, save=save)

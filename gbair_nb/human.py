@@ -30,7 +30,7 @@ import pandas as pd
 
 from .data import TextDataset
 from .loop import LOCAL, Compute, LoopState, Recovery, RoundRecord, StoppingRule, round_metrics
-from .recovery import pick
+from .recovery import loop_scorer
 from .scorers import SCORERS, AutoOnce, Scorer, ScoreContext, rerank
 from .loop import default_k
 from .scenarios import Scenario
@@ -242,8 +242,7 @@ class HumanRounds:
         config = config or TrainConfig.default()
         self.config = replace(config, seed=seed) if config.seed != seed else config
         self.scorer = scorer
-        # "auto" decides at the first flag(), on the labels you start from, and keeps that scorer
-        self.score_fn = AutoOnce(registry) if scorer == "auto" else pick(scorer, registry, "scorer")
+        self.score_fn = loop_scorer(scorer, registry)  # "auto" decides at the first flag() and keeps its pick
         self.scenario, self.seed, self.options, self.compute = scenario, seed, dict(options or {}), compute
         self.verbose, self.max_influenced, self.rerank_with_verdicts = verbose, max_influenced, rerank_with_verdicts
         self.state = LoopState(scenario, default_k(len(scenario.splits.train)) if k is None else k)
@@ -365,4 +364,4 @@ class HumanRounds:
         name = self.scorer if isinstance(self.scorer, str) else getattr(self.scorer, "__name__", "custom")
         return self.state.recovery(f"{name}+human", StoppingRule(rounds=max(0, self.round - 1)),
                                    stopped_because="by hand", options={"k": self.k, "fix": "human", **self.options},
-                                   chosen=getattr(self.score_fn, "chosen", None))
+                                   chosen=self.score_fn.chosen if isinstance(self.score_fn, AutoOnce) else None)

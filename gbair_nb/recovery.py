@@ -34,8 +34,8 @@ from .scenarios import Scenario
 from .scorers import ALIASES, OPTIONAL_SCORERS, SCORERS, AutoOnce, Scorer, ScoreContext, rerank
 from .train import Run, TrainConfig, train
 
-__all__ = ["FIXERS", "gbair", "loop_options", "compare_detectors", "DetectorScores", "train_clean_reference", "check_fix",
-           "pick"]
+__all__ = ["FIXERS", "gbair", "loop_options", "compare_detectors", "DetectorScores", "train_clean_reference",
+           "check_fix", "pick", "loop_scorer"]
 
 
 # ---------------------------------------------------------------------------------------------------- fixers
@@ -78,6 +78,16 @@ def pick(choice: str | Callable, registry: Mapping[str, Callable], what: str) ->
     if choice not in registry:
         raise ValueError(f"unknown {what} {choice!r}; use one of {', '.join(registry)} or a callback")
     return registry[choice]
+
+
+def loop_scorer(scorer: str | Scorer, registry: Mapping[str, Scorer] = SCORERS,
+                on_choice: Callable[[dict], None] | None = None) -> Scorer:
+    """The scorer a loop calls every round: ``"auto"`` becomes an :class:`~gbair_nb.scorers.AutoOnce` (it decides
+    at the first round, on the starting labels, and keeps that scorer; ``.chosen`` says what and why), any other
+    name or callable is :func:`pick`'s."""
+    if scorer == "auto":
+        return AutoOnce(registry, on_choice=on_choice)
+    return pick(scorer, registry, "scorer")
 
 
 def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None = None, rounds: int = 5,
@@ -123,10 +133,8 @@ def gbair(scenario: Scenario, *, scorer: str | Scorer = "gbair", k: int | None =
     config = replace(config, seed=seed) if config.seed != seed else config
     options = dict(options or {})
     name = scorer if isinstance(scorer, str) else getattr(scorer, "__name__", "custom")
-    if scorer == "auto":  # decided on the starting labels at the first scoring, kept for every round
-        score_fn = AutoOnce(registry, on_choice=lambda c: tqdm.write(f"auto: {c['reason']}") if verbose else None)
-    else:
-        score_fn = pick(scorer, registry, "scorer")
+    say = (lambda c: tqdm.write(f"auto: {c['reason']}")) if verbose else None
+    score_fn = loop_scorer(scorer, registry, on_choice=say)
     fix_fn = pick(fix, FIXERS, "fix")
     base = scenario.splits.train
     state = LoopState(scenario, default_k(len(base)) if k is None else k)

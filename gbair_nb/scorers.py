@@ -240,8 +240,8 @@ def auto_choice(ctx: ScoreContext) -> dict:
 
 def _score_auto(ctx: ScoreContext) -> np.ndarray:
     """The G-BAIR default when the probe sees one-directional noise, the probe otherwise (:func:`auto_choice`),
-    decided on ``ctx`` alone. A loop uses :class:`AutoOnce` instead: it decides once and keeps that scorer."""
-    return SCORERS[auto_choice(ctx)["scorer"]](ctx)
+    decided on ``ctx`` alone. A loop keeps one :class:`AutoOnce` instead: it decides once and keeps that scorer."""
+    return AutoOnce()(ctx)
 
 
 class AutoOnce:

@@ -289,8 +289,6 @@ def auto_table(results: Path) -> str:
     what auto picked, and auto's round-1 average precision — the picked scorer's, seed by seed — beside the G-BAIR
     default's, the probe's and the best single scorer's (mean ± 95% half-width). The last column is issue 17's goal
     4a for auto: its mean inside the best single scorer's interval, or above it."""
-    import pandas as pd
-
     from gbair_nb.report import detector_matrix, detector_results
 
     rows = detector_results(results / "detectors")
@@ -306,10 +304,10 @@ def auto_table(results: Path) -> str:
             raise CheckError(f"auto: no choice saved for {cell} seed {missing[0]}; run benchmarks/bench_detectors.py "
                              "--auto")
         chosen = [picks[dataset, mode, int(s)] for s in seeds]
-        ap = pd.Series({int(s): float(rows.loc[(rows["dataset"] == dataset) & (rows["mode"] == mode)
-                                               & (rows["seed"] == s) & (rows["scorer"] == c["scorer"]), "auprc"]
-                                      .iloc[0]) for s, c in zip(seeds, chosen)})
-        mean, half, _ = mean_ci(ap.to_numpy())
+        cell_rows = rows[(rows["dataset"] == dataset) & (rows["mode"] == mode)]
+        ap = [float(cell_rows.loc[(cell_rows["seed"] == s) & (cell_rows["scorer"] == c["scorer"]), "auprc"].iloc[0])
+              for s, c in zip(seeds, chosen)]  # auto's AP on a seed is the AP of the scorer it picked there
+        mean, half, _ = mean_ci(ap)
         cm = m[m["cell"] == cell].set_index("scorer")
         best = cm.loc[cm["best"].iloc[0]]
 
@@ -330,8 +328,8 @@ def auto_table(results: Path) -> str:
 
 def auto_loops_table(results: Path, *names: str) -> str:
     """The saved loops (``results/loops/NAME.json``) as auto would have run them: on each seed auto scores with the
-    scorer it picked there (``detectors/auto/choices.json``; the loop decides once, on the labels it starts from, and keeps it), so
-    its loop is that scorer's saved loop. Per file: the picks, the wrong labels at the kept round (per seed) of
+    scorer it picked there (``detectors/auto/choices.json``; the loop decides once, on the labels it starts from,
+    and keeps it), so its loop is that scorer's saved loop. Per file: the picks, the wrong labels at the kept round (per seed) of
     auto, the G-BAIR default and the probe, and the least precise batch auto's kept labels carry."""
     if not names:
         raise CheckError("auto-loops: name at least one saved loops file (results/loops/NAME.json)")

@@ -417,14 +417,10 @@ def test_flip_rates(capsys):
     np.fill_diagonal(right, 0.0)
     passes(capsys, ex.check_flip_rates, right, proba, labels)
 
-    class Fixed:  # the toolkit's own estimate, with these probabilities in place of a fitted probe's
-        num_classes = 2
-        proba = staticmethod(lambda texts: proba)
-
     from gbair_nb.data import TextDataset
-    from gbair_nb.probe import TrustedProbe
+    from helpers import FixedProbe  # the toolkit's own estimate, with these probabilities in place of a fitted probe's
     ds = TextDataset(np.arange(30), [str(i) for i in range(30)], labels, ["ham", "spam"])
-    passes(capsys, ex.check_flip_rates, TrustedProbe.flip_rates(Fixed(), ds), proba, labels)
+    passes(capsys, ex.check_flip_rates, FixedProbe(proba).flip_rates(ds), proba, labels)
     counts = joint * (1 - np.eye(2))
     by_column = joint / joint.sum(0, keepdims=True) * (1 - np.eye(2))
     hard = np.eye(2)[proba.argmax(1)]

@@ -8,6 +8,7 @@ from gbair_nb.influence import aggregated_influence, tracin
 from gbair_nb.scorers import SCORERS, ScoreContext
 from gbair_nb.scenarios import make_scenario
 from gbair_nb.train import TrainConfig, train
+from helpers import FixedProbe
 
 TINY = TrainConfig.quick(backbone="tiny", epochs=2, max_length=16, n_checkpoints=2, lr=2e-2, lr_head=5e-3,
                          method_options={"num_virtual_tokens": 4, "init_text": None})
@@ -121,21 +122,6 @@ def test_rerank_moves_the_twin_of_a_confirmed_wrong_label_up():
 
 
 # ------------------------------------------------------------------------------------- auto: which noise is it?
-class _FixedProbe:
-    """A stand-in for a fitted TrustedProbe: its class probabilities are given, the rest is TrustedProbe's code."""
-
-    def __init__(self, proba):
-        from gbair_nb.probe import TrustedProbe
-
-        self._p = np.asarray(proba, dtype=float)
-        self.num_classes = self._p.shape[1]
-        self.flip_rates = TrustedProbe.flip_rates.__get__(self)
-
-    def proba(self, texts):
-        assert len(texts) == len(self._p)
-        return self._p
-
-
 def _labelled(labels, names=("ham", "spam", "other")):
     from gbair_nb.data import TextDataset
 
@@ -150,7 +136,7 @@ def test_flip_rates_are_the_noise_matrix_when_the_probe_knows_the_truth():
     given = truth.copy()
     given[:3] = 0
     given[10:12] = 1
-    probe = _FixedProbe(np.eye(2)[truth])
+    probe = FixedProbe(np.eye(2)[truth])
     np.testing.assert_allclose(probe.flip_rates(_labelled(given)), [[0.0, 2 / 20], [3 / 10, 0.0]])
 
 
@@ -164,12 +150,12 @@ def test_flip_rates_with_soft_probabilities_equal_a_loop_over_examples():
             joint[i, given[z]] += p[z, i]
     want = joint / joint.sum(1, keepdims=True)
     np.fill_diagonal(want, 0.0)
-    np.testing.assert_allclose(_FixedProbe(p).flip_rates(_labelled(given)), want)
+    np.testing.assert_allclose(FixedProbe(p).flip_rates(_labelled(given)), want)
 
 
 def _auto_ctx(proba, labels):
     ds = _labelled(labels)
-    return ScoreContext(run=None, train=ds, val=ds, config=None, cache={"probe": _FixedProbe(proba)})
+    return ScoreContext(run=None, train=ds, val=ds, config=None, cache={"probe": FixedProbe(proba)})
 
 
 def test_auto_picks_gbair_for_one_way_noise_and_the_probe_for_two_way_noise():
